@@ -1,0 +1,170 @@
+"""The one image loader every stage uses: any common file -> RGB float tensor [3, h, w] in [0, 1].
+
+Policies, chosen to match how COCO annotations and DETR treat pixels:
+- EXIF orientation: ``"ignore"`` (default) keeps the stored pixel grid, which is the grid COCO boxes refer to;
+  ``"apply"`` rotates/flips as the EXIF tag says (the size reported is then the rotated size).
+- Transparency (RGBA, LA, palette with transparency): ``"white"`` (default) composites on white, as a viewer shows it;
+  ``"drop"`` discards alpha and keeps the stored colour.
+- 16-bit and 32-bit integer images are scaled by their full range (65535), never clipped to 8 bits.
+- CMYK, palette, grayscale, YCbCr: converted by Pillow's colour conversion.
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own decompression-bomb error threshold (2 x MAX_IMAGE_PIXELS)
+
+ExifPolicy = Literal["ignore", "apply"]
+AlphaPolicy = Literal["white", "drop"]
+ImageSource = Union[str, os.PathLike, bytes, Image.Image, torch.Tensor, np.ndarray]
+
+
+class ImageDecodeError(ValueError):
+    """A file that is not a decodable image: corrupt, truncated, empty, or of an unsupported kind."""
+
+
+class ImageTooLargeError(ImageDecodeError):
+    """An image whose pixel count exceeds the configured maximum (a guard against decompression bombs)."""
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """An image ready for any stage. ``size`` is the original ``(height, width)``; boxes are reported in it."""
+
+    id: str | int
+    pixels: torch.Tensor  # float32 [3, h, w] in [0, 1]
+    path: str | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.pixels.shape[-2]), int(self.pixels.shape[-1])
+
+
+def load_image(path: str | os.PathLike, *, image_id: str | int | None = None, exif: ExifPolicy = "ignore",
+               alpha: AlphaPolicy = "white", max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Decode an image file. Raises :class:`ImageDecodeError` naming the file for anything that is not a clean image."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ImageDecodeError(f"{path}: cannot read image file: {e.strerror or e}") from None
+    pixels = _decode(data, str(path), exif=exif, alpha=alpha, max_pixels=max_pixels)
+    return LoadedImage(id=path.stem if image_id is None else image_id, pixels=pixels, path=str(path))
+
+
+def to_image(source: ImageSource, *, image_id: str | int | None = None, exif: ExifPolicy = "ignore",
+             alpha: AlphaPolicy = "white", max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Accept a path, encoded bytes, a PIL image, a ``[3,h,w]``/``[h,w,3]`` tensor or array (float in [0,1] or uint8)."""
+    if isinstance(source, LoadedImage):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        return load_image(source, image_id=image_id, exif=exif, alpha=alpha, max_pixels=max_pixels)
+    name = f"<{type(source).__name__}>"
+    if isinstance(source, bytes):
+        pixels = _decode(source, name, exif=exif, alpha=alpha, max_pixels=max_pixels)
+    elif isinstance(source, Image.Image):
+        _check_size(source.size, name, max_pixels)
+        pixels = _pil_to_tensor(_oriented(source, exif), alpha)
+    elif isinstance(source, (torch.Tensor, np.ndarray)):
+        pixels = _array_to_tensor(torch.as_tensor(source), name, max_pixels)
+    else:
+        raise TypeError(f"cannot make an image from {type(source).__name__}")
+    return LoadedImage(id=0 if image_id is None else image_id, pixels=pixels)
+
+
+def _decode(data: bytes, name: str, *, exif: ExifPolicy, alpha: AlphaPolicy, max_pixels: int) -> torch.Tensor:
+    if exif not in ("ignore", "apply"):
+        raise ValueError(f"exif policy must be 'ignore' or 'apply', got {exif!r}")
+    if not data:
+        raise ImageDecodeError(f"{name}: empty file (0 bytes), not an image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own max_pixels check decides
+            with Image.open(io.BytesIO(data)) as im:
+                _check_size(im.size, name, max_pixels)
+                im.load()
+                return _pil_to_tensor(_oriented(im, exif), alpha)
+    except ImageDecodeError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ImageTooLargeError(f"{name}: {e}") from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError(f"{name}: not a recognised image format (corrupt or not an image)") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError) as e:  # truncated or corrupt streams
+        raise ImageDecodeError(f"{name}: corrupt or truncated image: {e}") from None
+
+
+def _check_size(size: tuple[int, int], name: str, max_pixels: int) -> None:
+    w, h = size
+    if w < 1 or h < 1:
+        raise ImageDecodeError(f"{name}: image has no pixels ({w}x{h})")
+    if w * h > max_pixels:
+        raise ImageTooLargeError(f"{name}: {w}x{h} = {w * h:,} pixels exceeds max_pixels={max_pixels:,}")
+
+
+def _oriented(im: Image.Image, exif: ExifPolicy) -> Image.Image:
+    return ImageOps.exif_transpose(im) if exif == "apply" else im
+
+
+def _pil_to_tensor(im: Image.Image, alpha: AlphaPolicy) -> torch.Tensor:
+    if alpha not in ("white", "drop"):
+        raise ValueError(f"alpha policy must be 'white' or 'drop', got {alpha!r}")
+    mode = im.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        gray = np.asarray(im, dtype=np.float64) / 65535.0  # 16-bit range; PNG 16-bit opens as I;16 or I
+        return _finite(torch.from_numpy(np.clip(gray, 0.0, 1.0)).float().expand(3, -1, -1).contiguous())
+    if mode == "F":
+        gray = np.asarray(im, dtype=np.float32)
+        return _finite(torch.from_numpy(np.clip(gray, 0.0, 1.0)).expand(3, -1, -1).contiguous())
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode == "PA":
+        im = im.convert("RGBA")
+    elif mode == "LA":
+        im = im.convert("RGBA")
+    elif mode == "RGBa":
+        im = im.convert("RGBA")
+    if im.mode == "RGBA":
+        rgba = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        rgb, a = rgba[:3], rgba[3:]
+        return (rgb * a + (1.0 - a) if alpha == "white" else rgb).contiguous()
+    if im.mode != "RGB":
+        im = im.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+    return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+
+
+def _array_to_tensor(t: torch.Tensor, name: str, max_pixels: int) -> torch.Tensor:
+    if t.ndim == 2:
+        t = t.unsqueeze(0)
+    if t.ndim != 3:
+        raise ImageDecodeError(f"{name}: expected [3,h,w] or [h,w,3], got shape {tuple(t.shape)}")
+    if t.shape[0] not in (1, 3) and t.shape[-1] in (1, 3):
+        t = t.permute(2, 0, 1)
+    if t.shape[0] == 1:
+        t = t.expand(3, -1, -1)
+    if t.shape[0] != 3:
+        raise ImageDecodeError(f"{name}: expected 1 or 3 channels, got shape {tuple(t.shape)}")
+    _check_size((t.shape[2], t.shape[1]), name, max_pixels)
+    if t.dtype == torch.uint8:
+        return t.float().div(255.0).contiguous()
+    if not t.is_floating_point():
+        raise ImageDecodeError(f"{name}: integer tensors must be uint8, got {t.dtype}")
+    t = _finite(t.float(), name)
+    if t.min() < 0 or t.max() > 1:
+        raise ImageDecodeError(f"{name}: float pixels must lie in [0, 1], got [{t.min():.3g}, {t.max():.3g}]")
+    return t.contiguous()
+
+
+def _finite(t: torch.Tensor, name: str = "image") -> torch.Tensor:
+    if not torch.isfinite(t).all():
+        raise ImageDecodeError(f"{name}: pixels contain NaN or infinity")
+    return t

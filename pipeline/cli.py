@@ -1,0 +1,80 @@
+"""The ``ardet`` command line: one console script, one subcommand per job.
+
+Each subcommand lives in ``pipeline/commands/<name>.py`` and exposes ``add_parser(subparsers)``; heavy imports
+(torch, transformers) happen inside the handlers so that ``ardet --help`` answers at once.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# Order is the order ``ardet --help`` lists them.
+COMMANDS = [
+    "info",
+]
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ardet", formatter_class=_HelpFormatter,
+        description="Adaptive-resolution object detection: pick each image's input size, render it with LIIF, "
+                    "detect with a DETR-family model, and measure accuracy against compute.",
+        epilog="Run 'ardet COMMAND --help' for a command's options and examples.")
+    parser.add_argument("-V", "--version", action="version", version=f"ardet {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"pipeline.commands.{name}").add_parser(sub)
+    return parser
+
+
+def add_command(sub, name: str, help: str, examples: str) -> argparse.ArgumentParser:
+    """A subcommand parser with the shared ``-v`` flag and an examples section in its ``--help``."""
+    p = sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter,
+                       epilog="examples:\n" + "\n".join("  " + line for line in examples.strip().splitlines()))
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    return p
+
+
+def add_config_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    """``--config FILE`` and repeatable ``--set key.sub=value`` overrides, for commands driven by a YAML config."""
+    p.add_argument("--config", default=default, required=default is None, help="YAML config file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.lr=1e-4 (repeatable)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level={0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG),
+                        format="%(levelname)s %(name)s: %(message)s")
+    from ardet.config import ConfigError
+    from ardet.images import ImageDecodeError
+
+    try:
+        return args.func(args) or 0
+    except (ConfigError, ImageDecodeError, FileNotFoundError, ValueError) as e:
+        # Expected user errors get one clear line, not a traceback (-vv shows it).
+        logging.getLogger("ardet").debug("traceback", exc_info=True)
+        print(f"ardet {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ardet {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ardet")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per ``ardet`` subcommand; see ``pipeline.cli.COMMANDS``."""
