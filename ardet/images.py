@@ -63,7 +63,10 @@ def load_image(path: str | os.PathLike, *, image_id: str | int | None = None, ex
 
 def to_image(source: ImageSource, *, image_id: str | int | None = None, exif: ExifPolicy = "ignore",
              alpha: AlphaPolicy = "white", max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
-    """Accept a path, encoded bytes, a PIL image, a ``[3,h,w]``/``[h,w,3]`` tensor or array (float in [0,1] or uint8)."""
+    """Accept a path, encoded bytes, a PIL image, a ``[3,h,w]`` tensor or an ``[h,w,3]`` array (uint8, or float in [0,1]).
+
+    Grayscale ``[h,w]`` (and one-channel) inputs are repeated to three channels.
+    """
     if isinstance(source, LoadedImage):
         return source
     if isinstance(source, (str, os.PathLike)):
@@ -74,8 +77,10 @@ def to_image(source: ImageSource, *, image_id: str | int | None = None, exif: Ex
     elif isinstance(source, Image.Image):
         _check_size(source.size, name, max_pixels)
         pixels = _pil_to_tensor(_oriented(source, exif), alpha)
-    elif isinstance(source, (torch.Tensor, np.ndarray)):
-        pixels = _array_to_tensor(torch.as_tensor(source), name, max_pixels)
+    elif isinstance(source, np.ndarray):  # numpy arrays follow PIL's [h, w, 3] layout
+        pixels = _array_to_tensor(torch.from_numpy(np.ascontiguousarray(source)), name, max_pixels, channels_last=True)
+    elif isinstance(source, torch.Tensor):  # tensors follow torch's [3, h, w] layout
+        pixels = _array_to_tensor(source, name, max_pixels, channels_last=False)
     else:
         raise TypeError(f"cannot make an image from {type(source).__name__}")
     return LoadedImage(id=0 if image_id is None else image_id, pixels=pixels)
@@ -142,13 +147,13 @@ def _pil_to_tensor(im: Image.Image, alpha: AlphaPolicy) -> torch.Tensor:
     return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
 
 
-def _array_to_tensor(t: torch.Tensor, name: str, max_pixels: int) -> torch.Tensor:
+def _array_to_tensor(t: torch.Tensor, name: str, max_pixels: int, channels_last: bool) -> torch.Tensor:
     if t.ndim == 2:
         t = t.unsqueeze(0)
-    if t.ndim != 3:
-        raise ImageDecodeError(f"{name}: expected [3,h,w] or [h,w,3], got shape {tuple(t.shape)}")
-    if t.shape[0] not in (1, 3) and t.shape[-1] in (1, 3):
+    elif t.ndim == 3 and channels_last:
         t = t.permute(2, 0, 1)
+    if t.ndim != 3:
+        raise ImageDecodeError(f"{name}: expected a [3,h,w] tensor or an [h,w,3] array, got shape {tuple(t.shape)}")
     if t.shape[0] == 1:
         t = t.expand(3, -1, -1)
     if t.shape[0] != 3:

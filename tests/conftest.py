@@ -1,0 +1,18 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# One thread: stable and reproducible on small CPUs (2-thread runs can stall there).
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The project's read-only material (CI has it beside the clone; a user's clone does not)."""
+    if not SHARED.is_dir():
+        pytest.skip(f"../shared not found at {SHARED}: this test needs the project's shared data (present in CI)")
+    return SHARED

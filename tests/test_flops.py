@@ -1,0 +1,46 @@
+"""The FLOP counter against analytic counts (2 FLOPs per multiply-add)."""
+import torch
+import torch.nn.functional as F
+
+from ardet.flops import count_flops
+
+
+def test_conv_and_linear_match_analytic_counts():
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+    x = torch.rand(2, 3, 10, 12)
+    _, fc = count_flops(lambda: torch.relu(conv(x)))
+    assert fc.flops == 2 * 2 * 8 * 3 * 9 * 10 * 12
+    assert fc.macs == fc.flops / 2
+    assert "relu" in fc.uncounted_ops  # ran but not counted: listed, not hidden
+    lin = torch.nn.Linear(16, 4)
+    _, fc = count_flops(lin, torch.rand(5, 16))
+    assert fc.flops == 2 * 5 * 16 * 4
+
+
+def test_cpu_attention_is_counted():
+    q, k, v = torch.rand(2, 4, 10, 8), torch.rand(2, 4, 12, 8), torch.rand(2, 4, 12, 8)
+    _, fc = count_flops(F.scaled_dot_product_attention, q, k, v)
+    assert fc.flops == 2 * (2 * 4 * 10 * 12 * 8) * 2  # QK^T and AV, each B*H*L*S*D multiply-adds
+
+
+def test_interpolation_and_grid_sample_are_counted():
+    x = torch.rand(1, 3, 20, 30)
+    _, up = count_flops(F.interpolate, x, size=(40, 60), mode="bilinear", align_corners=False)
+    assert up.flops == 2 * 4 * 3 * 40 * 60  # 4 taps per output value
+    _, down = count_flops(F.interpolate, x, size=(10, 15), mode="bilinear", antialias=True)
+    # separable: width pass 20x15 outputs with 2*2 taps, then height pass 10x15 with 2*2 taps
+    assert down.flops == 2 * 3 * (20 * 15 * 4 + 10 * 15 * 4)
+    grid = torch.rand(1, 5, 7, 2) * 2 - 1
+    _, gs = count_flops(F.grid_sample, x, grid, mode="bilinear", align_corners=False)
+    assert gs.flops == 2 * 4 * 3 * 5 * 7
+    _, nearest = count_flops(F.grid_sample, x, grid, mode="nearest", align_corners=False)
+    assert nearest.flops == 0
+
+
+def test_counts_add_up():
+    lin = torch.nn.Linear(4, 4)
+    _, a = count_flops(lin, torch.rand(1, 4))
+    _, b = count_flops(lambda: torch.sigmoid(lin(torch.rand(2, 4))))
+    total = a + b
+    assert total.flops == a.flops + b.flops and total.by_op["addmm"] == a.flops + b.flops
+    assert "sigmoid" in total.uncounted_ops
