@@ -1,8 +1,8 @@
 """FLOPs of any callable, measured with torch's FlopCounterMode on the tensors it actually receives.
 
 FlopCounterMode counts matmuls and convolutions (2 FLOPs per multiply-add) but counts 0 for CPU
-scaled-dot-product attention, ``grid_sample`` and interpolation. We register formulas for those, so attention on CPU,
-LIIF's sampling and every resize are in the total. Whatever else ran and was not counted (element-wise ops, norms,
+scaled-dot-product attention, ``grid_sample`` and interpolation. We count those with the formulas below, so attention
+on CPU, LIIF's sampling and every resize are in the total. Whatever else ran and was not counted (element-wise ops, norms,
 softmax) is listed by name in :attr:`FlopCount.uncounted_ops`, never silently dropped.
 """
 from __future__ import annotations
@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
+from torch.utils._pytree import tree_map
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 aten = torch.ops.aten
@@ -96,22 +97,48 @@ class FlopCount:
 
 
 class _OpRecorder(TorchDispatchMode):
+    """Sits above FlopCounterMode: counts the ops of :data:`EXTRA_FORMULAS` itself and records every other op.
+
+    Composite ops are decomposed here first, so what is recorded and counted is what really computes. This matters
+    under ``torch.inference_mode``, where composite ops (``conv2d``, ``upsample_bilinear2d.vec``,
+    ``scaled_dot_product_attention``) arrive undecomposed and FlopCounterMode alone would count a plain upsample as 0.
+    """
+
     def __init__(self):
         super().__init__()
         self.ops: set[str] = set()
+        self.extra: Counter = Counter()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.add(func.overloadpacket.__name__)
-        return func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        packet = func.overloadpacket
+        if packet in EXTRA_FORMULAS:
+            with _disable_current_modes():  # counted here, so no mode below may count it again
+                out = func(*args, **kwargs)
+            shapes = tree_map(lambda t: tuple(t.shape) if isinstance(t, torch.Tensor) else t, (args, kwargs))
+            first = out[0] if isinstance(out, (tuple, list)) else out
+            self.extra[packet.__name__] += int(EXTRA_FORMULAS[packet](*shapes[0], out_shape=tuple(first.shape),
+                                                                      **shapes[1]))
+            return out
+        with self:
+            decomposed = func.decompose(*args, **kwargs)
+        if decomposed is not NotImplemented:
+            return decomposed
+        self.ops.add(packet.__name__)
+        return func(*args, **kwargs)
 
 
 def count_flops(fn: Callable, *args: Any, **kwargs: Any) -> tuple[Any, FlopCount]:
-    """Run ``fn(*args, **kwargs)`` once under the counter; return its result and the :class:`FlopCount`."""
-    counter = FlopCounterMode(display=False, custom_mapping=EXTRA_FORMULAS)
+    """Run ``fn(*args, **kwargs)`` once under the counter; return its result and the :class:`FlopCount`.
+
+    Works the same inside and outside ``torch.inference_mode`` and ``torch.no_grad``.
+    """
+    counter = FlopCounterMode(display=False)
     recorder = _OpRecorder()
     with counter, recorder:
         result = fn(*args, **kwargs)
-    by_op = {str(op.__name__): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
-    counted = {name.split(".")[0] for name in by_op} | {op.__name__ for op in counter.flop_registry}
+    by_op = Counter({str(op.__name__): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()})
+    by_op.update(recorder.extra)
+    counted = {op.__name__ for op in counter.flop_registry} | {op.__name__ for op in EXTRA_FORMULAS}
     uncounted = tuple(sorted(recorder.ops - counted - _DATA_MOVEMENT))
-    return result, FlopCount(int(counter.get_total_flops()), by_op, uncounted)
+    return result, FlopCount(int(sum(by_op.values())), dict(by_op), uncounted)

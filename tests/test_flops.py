@@ -44,3 +44,24 @@ def test_counts_add_up():
     total = a + b
     assert total.flops == a.flops + b.flops and total.by_op["addmm"] == a.flops + b.flops
     assert "sigmoid" in total.uncounted_ops
+
+
+def test_inference_mode_counts_the_same():
+    """Under inference_mode composite ops arrive undecomposed; the count and the uncounted list must not change."""
+    conv = torch.nn.Conv2d(3, 4, 3)
+    x = torch.rand(1, 3, 20, 30)
+
+    def stage(t):
+        t = F.interpolate(t, size=(40, 60), mode="bilinear", align_corners=False)
+        q = conv(t).flatten(2).transpose(1, 2).unsqueeze(1)
+        return torch.relu(F.scaled_dot_product_attention(q, q, q))
+
+    _, plain = count_flops(stage, x)
+    with torch.inference_mode():
+        _, inference = count_flops(stage, x)
+    assert plain.flops == inference.flops > 0
+    assert plain.by_op == inference.by_op
+    assert plain.uncounted_ops == inference.uncounted_ops and "relu" in plain.uncounted_ops
+    tokens, channels = 38 * 58, 4
+    analytic = 2 * 4 * 3 * 40 * 60 + 2 * 4 * 3 * 9 * 38 * 58 + 2 * 2 * tokens * tokens * channels
+    assert plain.flops == analytic

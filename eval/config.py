@@ -1,0 +1,61 @@
+"""The ``ardet eval`` config: dataset, detector, policies, output. Loaded with :func:`ardet.config.load_config`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ardet.config import ConfigError, config_to_dict
+
+
+@dataclass
+class DatasetConfig:
+    annotations: str = ""  # COCO instances JSON
+    images: str = ""  # folder holding the images' file_name paths
+    limit: int | None = None  # first N images (after image_ids)
+    image_ids: list[int] | None = None  # evaluate only these, in this order
+    image_ids_file: str | None = None  # ... or the ids in this file (JSON list or whitespace-separated)
+
+
+@dataclass
+class DetectorConfig:
+    spec: str = ""  # detector.load_detector spec: hub id, save_pretrained dir, or a project YAML (random init)
+    threshold: float = 0.0
+    top_k: int = 100
+
+
+@dataclass
+class EvalConfig:
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    # Each entry: {kind: NAME, ...the kind's options}; kinds are registered in pipeline.policies.
+    policies: list[dict[str, Any]] = field(default_factory=list)
+    output: str = "runs/eval"
+    device: str = "cpu"
+    backend: Literal["pycocotools", "faster-coco-eval"] = "pycocotools"
+    seed: int = 0  # seeds torch before the detector is built (random-init detectors) and before the run
+
+    def __post_init__(self):
+        for name, value in (("dataset.annotations", self.dataset.annotations), ("dataset.images", self.dataset.images),
+                            ("detector.spec", self.detector.spec)):
+            if not value:
+                raise ValueError(f"{name} is required")
+        if not self.policies:
+            raise ValueError("policies: give at least one, e.g. [{kind: fixed, short: 800, resampler: bilinear}]")
+        if self.dataset.image_ids is not None and self.dataset.image_ids_file is not None:
+            raise ValueError("give dataset.image_ids or dataset.image_ids_file, not both")
+
+
+def check_resumable(cfg: EvalConfig, out_dir: str | Path) -> None:
+    """A resumed run must use the config it started with (the output folder aside), or its numbers would mix."""
+    path = Path(out_dir) / "config.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"--resume: {path} not found; nothing to resume in {out_dir}")
+    saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+    now = yaml.safe_load(yaml.safe_dump(config_to_dict(cfg)))  # same normalisation as the saved file
+    diff = sorted(k for k in set(saved) | set(now) if k != "output" and saved.get(k) != now.get(k))
+    if diff:
+        raise ConfigError(f"--resume: the config differs from {path} in {', '.join(diff)}; resume with the same "
+                          f"config, or start a new run with another --out")

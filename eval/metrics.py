@@ -1,0 +1,145 @@
+"""COCO bbox metrics through pycocotools (or faster-coco-eval), with its traps handled before it sees the data.
+
+pycocotools crashes on empty results (``loadRes([])``: IndexError) and on unknown image ids (a bare assert), and it
+silently miscounts others: detections of unknown category ids are dropped (0-based labels against COCO ids give
+AP ~ 0 with no error) and NaN boxes count as true positives. :func:`check_detections` rejects all of those with a
+message that says what is wrong; empty results are evaluated (AP 0 where there are objects) through an empty result set.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from eval.coco import valid_box
+
+log = logging.getLogger(__name__)
+
+# pycocotools' order of COCOeval.stats for bbox.
+STAT_NAMES = ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L", "AR1", "AR10", "AR100", "AR_S", "AR_M", "AR_L")
+Backend = Literal["pycocotools", "faster-coco-eval"]
+BACKENDS = ("pycocotools", "faster-coco-eval")
+
+
+@dataclass(frozen=True)
+class CocoMetrics:
+    """The 12 COCOeval bbox stats (``-1`` where pycocotools reports -1: no ground truth in that area range) and the
+    AP@[.5:.95] of each category (``None``: no ground-truth instance of it in the evaluated images)."""
+
+    stats: tuple[float, ...]
+    per_category: dict[int, float | None]
+    category_names: dict[int, str]
+    num_images: int
+    num_detections: int
+    backend: str
+    stat_names: tuple[str, ...] = field(default=STAT_NAMES)
+
+    def __getitem__(self, name: str) -> float:
+        return self.stats[STAT_NAMES.index(name)]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["stats"] = list(self.stats)
+        d["stat_names"] = list(self.stat_names)
+        d["per_category"] = [{"id": k, "name": self.category_names[k], "ap": v} for k, v in self.per_category.items()]
+        del d["category_names"]
+        return d
+
+    def format(self) -> str:
+        """The 12 stats, then the AP of each category that has ground truth in the evaluated images."""
+        lines = [f"{name:6s} {value:7.4f}" for name, value in zip(STAT_NAMES, self.stats)]
+        lines += ["", f"{'id':>4s}  {'category':24s} AP"]
+        lines += [f"{k:4d}  {self.category_names[k]:24.24s} {v:.4f}" for k, v in self.per_category.items()
+                  if v is not None]
+        absent = sum(v is None for v in self.per_category.values())
+        if absent:
+            lines.append(f"({absent} categories without ground truth in the evaluated images not shown)")
+        return "\n".join(lines)
+
+
+def check_detections(dets: object, gt: dict, image_ids: list[int] | None = None) -> list[dict]:
+    """Validate COCO-format detections against a validated GT dict; return clean copies (pycocotools mutates them).
+
+    Raises ValueError for: a non-list, entries without image_id/category_id/bbox/score, non-finite or negative-size
+    boxes, non-finite scores, image ids outside ``image_ids`` (default: all GT images), unknown category ids.
+    """
+    if not isinstance(dets, list):
+        raise ValueError(f"detections must be a JSON list of objects, got {type(dets).__name__}")
+    keys = ("image_id", "category_id", "bbox", "score")
+    out = []
+    for i, d in enumerate(dets):
+        if not isinstance(d, dict) or any(k not in d for k in keys):
+            raise ValueError(f"detection #{i} is not an object with {', '.join(keys)}: {d!r:.120}")
+        out.append({k: d[k] for k in keys})
+    bad_box = [i for i, d in enumerate(out) if not valid_box(d["bbox"])]
+    if bad_box:
+        raise ValueError(f"{len(bad_box)} detection(s) have a bbox that is not [x, y, w, h] of finite numbers with "
+                         f"w, h >= 0 (NaN boxes would count as true positives in pycocotools), e.g. #{bad_box[:5]}")
+    bad_score = [i for i, d in enumerate(out) if not (isinstance(d["score"], (int, float)) and math.isfinite(d["score"]))]
+    if bad_score:
+        raise ValueError(f"{len(bad_score)} detection(s) have a non-finite or non-numeric score, e.g. #{bad_score[:5]}")
+    allowed = set(image_ids) if image_ids is not None else {img["id"] for img in gt["images"]}
+    unknown = sorted({d["image_id"] for d in out} - allowed, key=str)
+    if unknown:
+        where = "the evaluated images" if image_ids is not None else "the ground truth"
+        raise ValueError(f"detections for {len(unknown)} image id(s) not in {where}: {unknown[:5]}")
+    cat_ids = {c["id"] for c in gt["categories"]}
+    unknown = sorted({d["category_id"] for d in out} - cat_ids, key=str)
+    if unknown:
+        hint = ""
+        if all(isinstance(c, int) and 0 <= c < len(cat_ids) for c in {d["category_id"] for d in out}) \
+                and cat_ids != set(range(len(cat_ids))):
+            hint = ("; they look like contiguous 0-based class indices: map them to the dataset's category ids "
+                    "(pycocotools would silently ignore them and report AP ~ 0)")
+        raise ValueError(f"detections use {len(unknown)} category id(s) not in the ground truth: {unknown[:8]}{hint}")
+    return out
+
+
+def evaluate_bbox(gt: dict, dets: list[dict], image_ids: list[int] | None = None,
+                  backend: Backend = "pycocotools") -> CocoMetrics:
+    """COCOeval bbox of ``dets`` against the validated GT dict ``gt``, restricted to ``image_ids`` (default: all).
+
+    Images in ``image_ids`` without any detection count as misses, exactly as in pycocotools.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown COCO eval backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    ids = sorted(image_ids) if image_ids is not None else sorted(img["id"] for img in gt["images"])
+    dets = check_detections(dets, gt, image_ids)
+    with contextlib.redirect_stdout(io.StringIO()):  # both libraries print progress
+        if backend == "pycocotools":
+            from pycocotools.coco import COCO
+            from pycocotools.cocoeval import COCOeval
+        else:
+            from faster_coco_eval import COCO, COCOeval_faster as COCOeval
+        coco_gt = _coco(COCO, copy.deepcopy(gt))
+        coco_dt = coco_gt.loadRes(dets) if dets else _coco(COCO, {**_meta(gt), "annotations": []})
+        ev = COCOeval(coco_gt, coco_dt, "bbox")
+        ev.params.imgIds = ids
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    stats = tuple(float(s) for s in ev.stats[:12])
+    precision = ev.eval["precision"]  # [iou, recall, category, area, max_dets]; area 0 = all, max_dets -1 = 100
+    per_category = {}
+    for k, cat_id in enumerate(ev.params.catIds):
+        p = precision[:, :, k, 0, -1]
+        per_category[int(cat_id)] = float(np.mean(p[p > -1])) if (p > -1).any() else None
+    names = {c["id"]: c["name"] for c in gt["categories"]}
+    return CocoMetrics(stats, per_category, names, len(ids), len(dets), backend)
+
+
+def _coco(cls, dataset: dict):
+    coco = cls()
+    coco.dataset = dataset
+    coco.createIndex()
+    return coco
+
+
+def _meta(gt: dict) -> dict:
+    return {"info": gt.get("info", {}), "images": gt["images"], "categories": gt["categories"]}

@@ -1,0 +1,196 @@
+"""Accuracy against compute across runs: report.md, pareto.png, results.json and results.csv.
+
+Reads the ``summary.json`` that :func:`eval.run_evaluation` leaves in each run folder; computes nothing that the run
+did not measure (costs are the measured means, never formulas).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+
+from ardet.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from eval.cost import STAGES
+from eval.metrics import STAT_NAMES
+
+TABLE_STATS = ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L")
+FRONT_STATS = ("AP", "AP_S")  # the report marks a Pareto front for each
+
+
+def pareto_front(costs: list[float], values: list[float | None]) -> list[bool]:
+    """Which points no other point beats: another with cost <= and value >= (one strictly) dominates.
+
+    ``None`` values (a metric pycocotools could not compute, e.g. AP_S without small objects) are never on the front.
+    """
+    order = sorted((i for i, v in enumerate(values) if v is not None), key=lambda i: (costs[i], -values[i]))
+    on_front, best = [False] * len(values), -math.inf
+    for i in order:
+        if values[i] > best:
+            on_front[i], best = True, values[i]
+    return on_front
+
+
+def load_rows(run_dirs: list[str | os.PathLike]) -> list[dict]:
+    """One row per (run, policy): the policy's summary plus its run folder and a unique label."""
+    rows = []
+    for run_dir in run_dirs:
+        path = Path(run_dir) / "summary.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: is {run_dir} a finished 'ardet eval' run folder?")
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        for policy in summary["policies"]:
+            rows.append({**policy, "run": str(run_dir), "dataset": summary["dataset"], "backend": summary["backend"]})
+    if not rows:
+        raise ValueError("no policies in the given runs")
+    names = [r["policy"] for r in rows]
+    for r in rows:
+        r["label"] = r["policy"] if names.count(r["policy"]) == 1 else f"{Path(r['run']).name}/{r['policy']}"
+    for stat in FRONT_STATS:
+        marks = pareto_front([r["gflops"]["mean"]["total"] for r in rows], [_metric(r, stat) for r in rows])
+        for r, mark in zip(rows, marks):
+            r[f"pareto_{stat}"] = mark
+    return rows
+
+
+def write_report(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write report.md, pareto.png, results.json and results.csv into ``out_dir``; return their paths."""
+    rows = load_rows(run_dirs)
+    out = Path(out_dir)
+    paths = {name: out / name for name in ("report.md", "pareto.png", "results.json", "results.csv")}
+    atomic_write_text(paths["report.md"], _markdown(rows))
+    atomic_write_bytes(paths["pareto.png"], _figure(rows))
+    atomic_write_json(paths["results.json"], {"runs": [str(r) for r in run_dirs], "policies": rows})
+    atomic_write_text(paths["results.csv"], _csv(rows))
+    return paths
+
+
+def _metric(row: dict, stat: str) -> float | None:
+    value = row["stats"][stat]
+    return None if value is None or value < 0 else value  # pycocotools' -1: no ground truth in that range
+
+
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _markdown(rows: list[dict]) -> str:
+    datasets = sorted({f"{r['dataset']['annotations']} ({r['dataset']['num_images']} images)" for r in rows})
+    head = ["policy", *TABLE_STATS, "GFLOPs/img", *(f"{s} GFLOPs" for s in STAGES), "img/s", "Pareto"]
+    lines = ["# ardet evaluation report", "",
+             f"Dataset: {'; '.join(datasets)}. COCOeval backend: {', '.join(sorted({r['backend'] for r in rows}))}.",
+             "", "## Accuracy against compute", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        g = r["gflops"]["mean"]
+        front = " ".join(f"**{s}**" for s in FRONT_STATS if r[f"pareto_{s}"]) or ""
+        lines.append("| " + " | ".join([
+            r["label"], *(_fmt(_metric(r, s)) for s in TABLE_STATS), f"{g['total']:.2f}",
+            *(f"{g.get(s, 0.0):.2f}" for s in STAGES), _fmt(r["images_per_s"], ".2f"), front]) + " |")
+    lines += ["", "AP columns are COCOeval bbox stats (pycocotools' definitions; `-` where there is no ground truth "
+              "in that size range). GFLOPs are per image (2 FLOPs per multiply-add; MACs are half), measured with "
+              "torch's FlopCounterMode on the tensors each stage received, mean over images. img/s is 1 / the mean "
+              "of the summed stage wall times (model calls only, warm, no image decoding). Pareto marks the "
+              "policies that no other policy beats on both GFLOPs and that metric. Peak memory: "
+              "`torch.cuda.max_memory_allocated` on CUDA, the process's peak resident set size on CPU.", ""]
+    for r in rows:
+        lines += [f"## {r['label']}", "", f"Run `{r['run']}`, {r['num_images']} images, "
+                  f"{r['num_detections']} detections.", "",
+                  "| stage | GFLOPs mean | GFLOPs std | GMACs mean | ms mean | ms std | peak memory MiB |",
+                  "|---|---|---|---|---|---|---|"]
+        g, t = r["gflops"], r["seconds"]
+        for s in [*g["mean"]]:
+            mem = r["peak_memory_bytes"].get(s)
+            lines.append(f"| {s} | {g['mean'][s]:.3f} | {g['std'][s]:.3f} | {g['mean'][s] / 2:.3f} | "
+                         f"{1e3 * t['mean'][s]:.1f} | {1e3 * t['std'][s]:.1f} | "
+                         f"{'-' if mem is None else f'{mem / 2**20:.0f}'} |")
+        factors = r["factors"]
+        lines += ["", f"Scale factor: mean {sum(factors) / len(factors):.3f}, range {min(factors):.3f} to "
+                  f"{max(factors):.3f}. Input sizes: "
+                  + ", ".join(f"{k} ({v})" for k, v in list(r["sizes"].items())[:6])
+                  + (" ..." if len(r["sizes"]) > 6 else "") + ". Resamplers: "
+                  + ", ".join(f"{k} ({v})" for k, v in r["resamplers"].items()) + ".",
+                  f"FLOPs counted on {r['flops_counted_images']} images, reused by input shape on the others. "
+                  "Ops that ran without a FLOP formula (not in the totals): "
+                  + (", ".join(f"`{op}`" for op in r["uncounted_ops"]) or "none") + ".", ""]
+    return "\n".join(lines)
+
+
+def _csv(rows: list[dict]) -> str:
+    stages = list(dict.fromkeys(s for r in rows for s in r["gflops"]["mean"]))
+    fields = ["label", "run", "policy", "num_images", "num_detections", *STAT_NAMES,
+              *(f"gflops_{s}" for s in stages), "gflops_std_total", *(f"seconds_{s}" for s in stages),
+              "images_per_s", "factor_mean", "factor_min", "factor_max", *(f"pareto_{s}" for s in FRONT_STATS)]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({
+            "label": r["label"], "run": r["run"], "policy": r["policy"], "num_images": r["num_images"],
+            "num_detections": r["num_detections"], **{s: r["stats"][s] for s in STAT_NAMES},
+            **{f"gflops_{s}": r["gflops"]["mean"].get(s, 0.0) for s in stages},
+            "gflops_std_total": r["gflops"]["std"]["total"],
+            **{f"seconds_{s}": r["seconds"]["mean"].get(s, 0.0) for s in stages},
+            "images_per_s": r["images_per_s"], "factor_mean": sum(r["factors"]) / len(r["factors"]),
+            "factor_min": min(r["factors"]), "factor_max": max(r["factors"]),
+            **{f"pareto_{s}": r[f"pareto_{s}"] for s in FRONT_STATS}})
+    return buf.getvalue()
+
+
+def _figure(rows: list[dict]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    adaptive = [r for r in rows if r.get("adaptive")]
+    panels = len(FRONT_STATS) + bool(adaptive)
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.6), squeeze=False)
+    axes = axes[0]
+    axes[1].sharex(axes[0])  # the same compute axis for both fronts
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    markers = "osD^vP*Xh<>"
+    style = {r["label"]: (colors[i % len(colors)], markers[i % len(markers)]) for i, r in enumerate(rows)}
+    costs = [r["gflops"]["mean"]["total"] for r in rows]
+    for ax, stat in zip(axes, FRONT_STATS):
+        for r, cost in zip(rows, costs):
+            value = _metric(r, stat)
+            if value is not None:
+                color, marker = style[r["label"]]
+                ax.scatter(cost, value, s=70, color=color, marker=marker, label=r["label"], zorder=3,
+                           edgecolors="black" if r[f"pareto_{stat}"] else "none", linewidths=1.2)
+        front = sorted((c, _metric(r, stat)) for r, c in zip(rows, costs) if r[f"pareto_{stat}"])
+        if front:
+            ax.step(*zip(*front), where="post", color="0.35", linestyle="--", linewidth=1.2, zorder=2,
+                    label="Pareto front")
+        else:
+            ax.text(0.5, 0.5, f"no {stat} (no ground truth in that range)", transform=ax.transAxes, ha="center")
+        if costs and max(costs) > 10 * max(min(costs), 1e-9):
+            ax.set_xscale("log")
+        shown = [v for v in (_metric(r, stat) for r in rows) if v is not None]
+        if shown:  # AP lives in [0, 1]: never show negative ticks, keep a little headroom
+            ax.set_ylim(-0.02 * max(max(shown), 0.05), 1.15 * max(max(shown), 0.05))
+        ax.set_xlabel("mean compute per image (GFLOPs, all stages)")
+        ax.set_ylabel(f"COCO {stat} (IoU .50:.95)")
+        ax.set_title(f"{stat} vs compute")
+        ax.grid(True, alpha=0.3)
+    if adaptive:
+        ax = axes[-1]
+        for r in adaptive:
+            ax.hist(r["factors"], bins=20, alpha=0.6, color=style[r["label"]][0], label=r["label"])
+        ax.set_xlabel("scale factor (input size / original size)")
+        ax.set_ylabel("images")
+        ax.set_title("Chosen scale factors (adaptive policies)")
+        ax.grid(True, alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    fig.legend(unique.values(), unique.keys(), loc="lower center", ncol=min(len(unique), 4), frameon=False,
+               fontsize=9, bbox_to_anchor=(0.5, 0.0))
+    rows_of_legend = math.ceil(len(unique) / 4)
+    fig.tight_layout(rect=(0, 0.06 * rows_of_legend + 0.02, 1, 1))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return buf.getvalue()

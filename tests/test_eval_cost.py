@@ -1,0 +1,80 @@
+"""eval.CostMeter: FLOPs from the counter on the real arguments (checked against analytic conv formulas), counted once
+per input signature, timed on the un-instrumented call."""
+import torch
+
+from eval import STAGES, CostMeter
+
+
+def conv_flops(cin, cout, k, h, w):
+    """2 FLOPs per multiply-add; 'same' padding keeps h x w."""
+    return 2 * cout * cin * k * k * h * w
+
+
+def test_flops_match_the_analytic_formula_and_are_reused_by_shape():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
+    meter = CostMeter()
+    x = torch.rand(1, 3, 20, 30)
+    y = meter.measure("detector", conv, x)
+    assert torch.equal(y, conv(x))
+    first = meter.take()
+    assert first["flops"]["detector"] == conv_flops(3, 8, 3, 20, 30)
+    assert first["flops_source"] == {"detector": "counted"}
+    assert set(STAGES) <= set(first["flops"]) and first["flops"]["predictor"] == 0
+    assert first["seconds"]["detector"] > 0 and first["seconds"]["resample"] == 0.0
+
+    meter.measure("detector", conv, torch.rand(1, 3, 20, 30))  # same shape: the count is reused
+    again = meter.take()
+    assert again["flops"] == first["flops"] and again["flops_source"] == {"detector": "shape-cache"}
+
+    meter.measure("detector", conv, torch.rand(1, 3, 10, 12))  # new shape: counted afresh
+    assert meter.take()["flops"]["detector"] == conv_flops(3, 8, 3, 10, 12)
+
+
+def test_repeated_stage_calls_add_up_and_take_resets():
+    conv = torch.nn.Conv2d(4, 4, 1, bias=False)
+    meter = CostMeter()
+    meter.measure("resample", conv, torch.rand(1, 4, 8, 8))
+    meter.measure("resample", conv, torch.rand(1, 4, 16, 16))
+    costs = meter.take()
+    assert costs["flops"]["resample"] == conv_flops(4, 4, 1, 8, 8) + conv_flops(4, 4, 1, 16, 16)
+    assert meter.take()["flops"]["resample"] == 0
+
+
+def test_flops_key_and_owner_decide_what_is_shared():
+    a = torch.nn.Conv2d(3, 4, 3, padding=1, bias=False)
+    b = torch.nn.Conv2d(3, 16, 3, padding=1, bias=False)
+    meter = CostMeter()
+    x = torch.rand(1, 3, 12, 12)
+    meter.measure("detector", a.forward, x)
+    meter.measure("detector", b.forward, x)  # same qualname and shape, another module: not a cache hit
+    assert meter.take()["flops"]["detector"] == conv_flops(3, 4, 3, 12, 12) + conv_flops(3, 16, 3, 12, 12)
+
+    def run(x, original_size):  # FLOPs depend on x only, not on the size boxes are mapped back to
+        return a(x)
+
+    meter.measure("detector", run, x, (100, 200), flops_key=tuple(x.shape))
+    meter.measure("detector", run, x, (300, 400), flops_key=tuple(x.shape))
+    costs = meter.take()
+    assert costs["flops_source"] == {"detector": "counted"}  # the second call hit the cache
+    assert costs["flops"]["detector"] == 2 * conv_flops(3, 4, 3, 12, 12)
+    meter.measure("detector", run, x, (500, 600), flops_key=tuple(x.shape))
+    assert meter.take()["flops_source"] == {"detector": "shape-cache"}
+
+
+def test_peak_memory_is_recorded_per_stage():
+    meter = CostMeter()
+    meter.measure("resample", torch.nn.functional.interpolate, torch.rand(1, 3, 8, 8), size=(16, 16),
+                  mode="bilinear")
+    costs = meter.take()
+    assert costs["peak_memory_bytes"]["resample"] > 0
+    assert costs["flops"]["resample"] == 2 * 4 * 3 * 16 * 16  # bilinear: 4 taps per output element
+
+
+def test_counts_inside_inference_mode_too():
+    """FlopCounterMode alone reports 0 for a plain upsample under torch.inference_mode; the meter must not."""
+    meter = CostMeter()
+    with torch.inference_mode():
+        x = torch.rand(1, 3, 8, 8)
+        meter.measure("resample", torch.nn.functional.interpolate, x, size=(16, 16), mode="bilinear")
+    assert meter.take()["flops"]["resample"] == 2 * 4 * 3 * 16 * 16

@@ -1,0 +1,124 @@
+"""`ardet report` and `ardet coco-eval`: Pareto logic against brute force, artefacts from run folders, the coco-eval
+command against pycocotools."""
+import contextlib
+import csv
+import io
+import json
+import random
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from eval import STAT_NAMES, pareto_front, write_report
+from pipeline.cli import main
+
+SHARED = Path(__file__).parents[1] / ".." / "shared"
+
+
+def dominated(i, costs, values):
+    return any(costs[j] <= costs[i] and values[j] >= values[i] and (costs[j] < costs[i] or values[j] > values[i])
+               for j in range(len(costs)) if values[j] is not None)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_pareto_front_equals_brute_force(seed):
+    rng = random.Random(seed)
+    costs = [rng.choice([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]) for _ in range(25)]  # ties on purpose
+    values = [rng.choice([None, 0.1, 0.2, 0.3, 0.4, 0.5]) for _ in range(25)]
+    front = pareto_front(costs, values)
+    for i, on in enumerate(front):
+        if values[i] is None:
+            assert not on
+        elif on:
+            assert not dominated(i, costs, values)
+        else:  # off the front: dominated, or an exact duplicate of a point on it
+            assert dominated(i, costs, values) or any(front[j] and (costs[j], values[j]) == (costs[i], values[i])
+                                                      for j in range(25))
+
+
+def fake_run(path, policies, adaptive=False):
+    """A run folder as `ardet eval` leaves it (summary.json only), with made-up numbers."""
+    rows = []
+    for name, ap, gflops in policies:
+        stats = dict(zip(STAT_NAMES, [ap, ap + 0.2, ap + 0.05, -1.0 if ap < 0.2 else ap / 2, ap, ap] + [0.5] * 6))
+        stages = {"predictor": 0.1 if adaptive else 0.0, "resample": 0.5, "detector": gflops}
+        stages["total"] = sum(stages.values())
+        rows.append({"policy": name, "num_images": 3, "num_detections": 30, "stats": stats,
+                     "per_category": [{"id": 1, "name": "a", "ap": ap}], "adaptive": adaptive,
+                     "gflops": {"mean": stages, "std": {k: 0.1 for k in stages}},
+                     "seconds": {"mean": {k: v / 100 for k, v in stages.items()}, "std": {k: 0.0 for k in stages}},
+                     "images_per_s": 100 / stages["total"], "load_seconds_mean": 0.01,
+                     "factors": [0.5, 1.0, 1.5] if adaptive else [1.0] * 3, "sizes": {"800x1066": 3},
+                     "resamplers": {"bilinear": 3}, "flops_counted_images": 1, "uncounted_ops": ["add"],
+                     "peak_memory_bytes": {"detector": 2 ** 30}})
+    path.mkdir(parents=True)
+    (path / "summary.json").write_text(json.dumps({"dataset": {"annotations": "gt.json", "images": "img",
+                                                               "num_images": 3},
+                                                   "backend": "pycocotools", "policies": rows}))
+    return path
+
+
+def test_report_writes_all_artefacts(tmp_path):
+    a = fake_run(tmp_path / "fixed", [("fixed-800", 0.40, 80.0), ("fixed-600", 0.30, 45.0),
+                                      ("fixed-700", 0.28, 60.0)])
+    b = fake_run(tmp_path / "adaptive", [("adaptive", 0.38, 50.0)], adaptive=True)
+    paths = write_report([a, b], tmp_path / "out")
+    md = paths["report.md"].read_text()
+    lines = {line.split(" | ")[0].strip("| "): line for line in md.splitlines() if line.startswith("| ")}
+    assert "**AP**" in lines["fixed-800"] and "**AP**" in lines["fixed-600"] and "**AP**" in lines["adaptive"]
+    assert "**AP**" not in lines["fixed-700"]  # dominated by fixed-600 (cheaper and better)
+    assert "80.50" in lines["fixed-800"]  # total GFLOPs: predictor + resample + detector
+    with Image.open(paths["pareto.png"]) as im:
+        assert im.format == "PNG" and im.width > 3 * im.height / 2  # three panels side by side (adaptive present)
+    rows = list(csv.DictReader(paths["results.csv"].open()))
+    assert [r["label"] for r in rows] == ["fixed-800", "fixed-600", "fixed-700", "adaptive"]
+    assert float(rows[3]["gflops_total"]) == pytest.approx(50.6) and rows[2]["pareto_AP"] == "False"
+    results = json.loads(paths["results.json"].read_text())
+    assert [p["pareto_AP"] for p in results["policies"]] == [True, True, False, True]
+    assert results["policies"][3]["factors"] == [0.5, 1.0, 1.5]
+
+
+def test_report_command_and_missing_run(tmp_path, capsys):
+    run = fake_run(tmp_path / "r", [("p", 0.3, 10.0)])
+    assert main(["report", str(run)]) == 0
+    assert (run / "report.md").exists() and (run / "pareto.png").exists()
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "summary.json" in capsys.readouterr().err
+
+
+def test_same_policy_name_in_two_runs_gets_run_labels(tmp_path):
+    a = fake_run(tmp_path / "a", [("fixed-800", 0.4, 80.0)])
+    b = fake_run(tmp_path / "b", [("fixed-800", 0.3, 80.0)])
+    rows = list(csv.DictReader(write_report([a, b], tmp_path / "o")["results.csv"].open()))
+    assert [r["label"] for r in rows] == ["a/fixed-800", "b/fixed-800"]
+
+
+def test_coco_eval_command_equals_pycocotools(tmp_path, capsys):
+    gt_path = SHARED / "data" / "coco-mini" / "instances.json"
+    if not gt_path.exists():
+        pytest.skip(f"{gt_path} not present (the shared coco-mini data set)")
+    gt = json.loads(gt_path.read_text())
+    rng = random.Random(0)
+    dets = [{"image_id": a["image_id"], "category_id": a["category_id"], "score": rng.random(),
+             "bbox": [v * rng.uniform(0.9, 1.1) for v in a["bbox"]]} for a in gt["annotations"]]
+    (tmp_path / "dets.json").write_text(json.dumps(dets))
+    assert main(["coco-eval", "--gt", str(gt_path), "--dets", str(tmp_path / "dets.json"),
+                 "--json", str(tmp_path / "m.json")]) == 0
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(gt_path))
+        ev = COCOeval(coco, coco.loadRes(str(tmp_path / "dets.json")), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    out = json.loads((tmp_path / "m.json").read_text())
+    assert out["stats"] == [float(s) for s in ev.stats] and len(out["stats"]) == 12
+    assert "AP50" in capsys.readouterr().out
+    (tmp_path / "bad.json").write_text(json.dumps([{**dets[0], "category_id": 0}]))
+    assert main(["coco-eval", "--gt", str(gt_path), "--dets", str(tmp_path / "bad.json")]) == 2
+    assert "category id" in capsys.readouterr().err
+    (tmp_path / "torn.json").write_text("[{")
+    assert main(["coco-eval", "--gt", str(gt_path), "--dets", str(tmp_path / "torn.json")]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
