@@ -16,9 +16,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: install
+	-$(ARDET) weights pull liif-edsr-baseline  # offline: the tests that need it skip, saying so
 	$(PY) -m pytest -q
 
 demo: install
+	$(ARDET) weights pull liif-edsr-baseline
 	$(ARDET) info
 
 clean:

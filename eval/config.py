@@ -1,6 +1,8 @@
 """The ``ardet eval`` config: dataset, detector, policies, output. Loaded with :func:`ardet.config.load_config`."""
 from __future__ import annotations
 
+import itertools
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,12 +34,17 @@ class EvalConfig:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     # Each entry: {kind: NAME, ...the kind's options}; kinds are registered in pipeline.policies.
     policies: list[dict[str, Any]] = field(default_factory=list)
+    # Grids of policies: each entry is a policy entry plus ``sweep: {option: [values, ...]}``; it stands for one
+    # policy per combination of the swept values. Expanded into ``policies`` on load (then emptied).
+    sweep: list[dict[str, Any]] = field(default_factory=list)
     output: str = "runs/eval"
     device: str = "cpu"
     backend: Literal["pycocotools", "faster-coco-eval"] = "pycocotools"
     seed: int = 0  # seeds torch before the detector is built (random-init detectors) and before the run
 
     def __post_init__(self):
+        self.policies = [*self.policies, *expand_sweep(self.sweep)]
+        self.sweep = []
         for name, value in (("dataset.annotations", self.dataset.annotations), ("dataset.images", self.dataset.images),
                             ("detector.spec", self.detector.spec)):
             if not value:
@@ -46,6 +53,21 @@ class EvalConfig:
             raise ValueError("policies: give at least one, e.g. [{kind: fixed, short: 800, resampler: bilinear}]")
         if self.dataset.image_ids is not None and self.dataset.image_ids_file is not None:
             raise ValueError("give dataset.image_ids or dataset.image_ids_file, not both")
+
+
+def expand_sweep(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``[{kind: fixed, sweep: {short: [128, 256], resampler: [bilinear, liif]}, sr_model: m}]`` -> four policy
+    entries, one per combination (in order, the last swept option varying fastest)."""
+    policies = []
+    for entry in entries:
+        grid = dict(entry.get("sweep") or {})
+        base = {k: v for k, v in entry.items() if k != "sweep"}
+        bad = [k for k, v in grid.items() if not isinstance(v, list) or not v]
+        if bad:
+            raise ConfigError(f"sweep entry {entry!r}: swept options must be non-empty lists: {', '.join(bad)}")
+        for values in itertools.product(*grid.values()):
+            policies.append({**base, **dict(zip(grid, values))})
+    return policies
 
 
 def check_resumable(cfg: EvalConfig, out_dir: str | Path) -> None:

@@ -13,6 +13,17 @@ import sys
 # Order is the order ``ardet --help`` lists them.
 COMMANDS = [
     "info",
+    "weights",
+    "upscale",
+    "sr_eval",
+    "train_sr",
+    "detect", "flops", "train_detector",
+    "make_data",
+    "eval_cmd",
+    "report",
+    "coco_eval",
+    "train_scale",
+    "sweep",
 ]
 
 

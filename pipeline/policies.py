@@ -5,6 +5,8 @@ A registry maps a config ``kind`` to a builder ``(entry, context) -> Policy``, s
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -22,16 +24,26 @@ _POLICIES: dict[str, PolicyBuilder] = {}
 
 @dataclass
 class PolicyContext:
-    """What policies built from one config share: the detector, the device, LIIF models loaded once by name."""
+    """What policies built from one config share: the detector, the device, the dataset (only the oracle reads its
+    ground truth), and LIIF models and scale predictors loaded once by name or path."""
 
     detector: Detector
     device: str = "cpu"
-    _sr_models: dict[str, torch.nn.Module] = field(default_factory=dict)
+    dataset: Any = None  # eval.CocoDataset
+    _models: dict[tuple[str, str], torch.nn.Module] = field(default_factory=dict)
 
     def sr_model(self, name_or_path: str) -> torch.nn.Module:
-        if name_or_path not in self._sr_models:
-            self._sr_models[name_or_path] = sr.load_model(name_or_path, device=self.device)
-        return self._sr_models[name_or_path]
+        return self._load("sr", name_or_path, lambda: sr.load_model(name_or_path, device=self.device))
+
+    def predictor(self, path: str) -> torch.nn.Module:
+        import scale_predictor
+
+        return self._load("predictor", path, lambda: scale_predictor.load_predictor(path).to(self.device))
+
+    def _load(self, kind: str, name: str, load: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+        if (kind, name) not in self._models:
+            self._models[kind, name] = load()
+        return self._models[kind, name]
 
 
 def register_policy(kind: str) -> Callable[[PolicyBuilder], PolicyBuilder]:
@@ -62,42 +74,195 @@ def build_policies(entries: list[dict[str, Any]], context: PolicyContext) -> lis
     return policies
 
 
-class FixedPolicy:
+class SinglePassPolicy:
+    """Decide a size, render the image at it, detect once. Subclasses define :meth:`decide`.
+
+    :meth:`preprocess` stops before the detector, for callers that run a detector of their own.
+    """
+
+    RESAMPLERS = ("bilinear", "bicubic", "liif")
+
+    def __init__(self, detector: Detector, resampler: str, sr_model: torch.nn.Module | None, kind: str):
+        _check_resampler(kind, resampler, sr_model)
+        self.detector, self.resampler, self.sr_model = detector, resampler, sr_model
+        self.meter = CostMeter(detector.device)
+
+    def decide(self, image: LoadedImage) -> tuple[tuple[int, int], float]:
+        """The (H, W) to render ``image`` at, and the scale factor it stands for."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def preprocess(self, image: LoadedImage) -> tuple[torch.Tensor, tuple[int, int], float, str]:
+        """``image`` rendered at the decided size: ([1, 3, H, W] on the detector's device, (H, W), factor, resampler
+        used: "liif" where it grows on an axis and a model is given, else the interpolation, "none" when unchanged).
+        The costs stay in :attr:`meter` until ``meter.take()``."""
+        size, factor = self.decide(image)
+        x = image.pixels.unsqueeze(0).to(self.detector.device)
+        if size == image.size:
+            return x, size, factor, "none"
+        mode = "bilinear" if self.resampler == "liif" else self.resampler
+        grows = size[0] > image.size[0] or size[1] > image.size[1]
+        x = self.meter.measure("resample", sr.resample, x, size, model=self.sr_model, mode=mode)
+        return x, size, factor, "liif" if self.sr_model is not None and grows else mode
+
+    @torch.no_grad()
+    def __call__(self, image: LoadedImage) -> ImageResult:
+        x, size, factor, used = self.preprocess(image)
+        # DETR's FLOPs depend on the input shape only, not on the original size boxes are mapped back to.
+        detections = self.meter.measure("detector", self.detector.detect, [x[0]], [image.size], flops_key=size)[0]
+        return ImageResult(detections, size, factor, used, **self.meter.take())
+
+
+class FixedPolicy(SinglePassPolicy):
     """Every image at DETR's size rule (shortest edge ``short``, longest at most ``max_size``), rendered by
     ``resampler``: ``bilinear``/``bicubic`` interpolation (antialiased where it shrinks) or ``liif`` (``sr_model``
     where the image grows on an axis, bilinear otherwise)."""
 
-    RESAMPLERS = ("bilinear", "bicubic", "liif")
     adaptive = False  # the size follows from the image's shape only, not its content
 
     def __init__(self, detector: Detector, short: int = 800, max_size: int = 1333, resampler: str = "bilinear",
                  sr_model: torch.nn.Module | None = None, name: str | None = None):
-        if resampler not in self.RESAMPLERS:
-            raise ValueError(f"fixed policy: resampler must be one of {', '.join(self.RESAMPLERS)}, got {resampler!r}")
-        if (resampler == "liif") != (sr_model is not None):
-            raise ValueError("fixed policy: resampler 'liif' needs an sr_model, and only it takes one")
+        super().__init__(detector, resampler, sr_model, "fixed")
         if not 0 < short <= max_size:
             raise ValueError(f"fixed policy: need 0 < short <= max_size, got short={short}, max_size={max_size}")
-        self.detector, self.short, self.max_size = detector, short, max_size
-        self.resampler, self.sr_model = resampler, sr_model
+        self.short, self.max_size = short, max_size
         self.name = name or f"fixed-{short}-{resampler}" + (f"-max{max_size}" if max_size != 1333 else "")
-        self.meter = CostMeter(detector.device)
+
+    def decide(self, image: LoadedImage) -> tuple[tuple[int, int], float]:
+        h, w = image.size
+        return detr_target_size(h, w, self.short, self.max_size), detr_scale(h, w, self.short, self.max_size)
+
+
+class AdaptivePolicy(SinglePassPolicy):
+    """The scale predictor chooses each image's size from a thumbnail and the native size; the image is rendered at
+    that size (LIIF where it grows, antialiased interpolation where it shrinks) and detected."""
+
+    adaptive = True
+
+    def __init__(self, detector: Detector, predictor: torch.nn.Module, resampler: str = "bilinear",
+                 sr_model: torch.nn.Module | None = None, knob: float | None = None, name: str | None = None):
+        super().__init__(detector, resampler, sr_model, "adaptive")
+        self.predictor, self.knob = predictor.eval(), knob
+        self.name = name or f"adaptive-{resampler}" + ("" if knob is None else f"-knob{knob:g}")
+
+    def decide(self, image: LoadedImage) -> tuple[tuple[int, int], float]:
+        """The predictor's choice (its cost, thumbnail included, goes to the "predictor" stage)."""
+        decision = self.meter.measure("predictor", self.predictor.predict, [image.pixels], [image.size],
+                                      knob=self.knob)[0]
+        return decision.size, decision.factor
+
+
+UNCERTAINTY_SCORES = ("low_confidence", "ambiguous", "tiny")
+
+
+def uncertainty(detections: "Detections", input_size: tuple[int, int], original_size: tuple[int, int], score: str,
+                top_k: int = 5, band: tuple[float, float] = (0.2, 0.6), tiny_side: float = 16.0,
+                confident: float = 0.3) -> float:
+    """Image-level uncertainty of a low-resolution pass (higher means a second, larger pass is more worth it).
+
+    - ``low_confidence``: 1 - mean of the top-``top_k`` scores (1 when nothing was detected);
+    - ``ambiguous``: how many detections score inside ``band`` (neither clearly object nor clearly background);
+    - ``tiny``: the share of confident (score >= ``confident``) detections whose shorter side is below ``tiny_side``
+      pixels *at the input size the detector saw*, where small objects are the ones a low resolution loses.
+    """
+    scores = detections.scores
+    if score == "low_confidence":
+        top = scores.topk(min(top_k, scores.numel())).values
+        return 1.0 - float(top.mean()) if top.numel() else 1.0
+    if score == "ambiguous":
+        return float(((scores >= band[0]) & (scores < band[1])).sum())
+    if score == "tiny":
+        keep = scores >= confident
+        if not keep.any():
+            return 0.0
+        ratio = min(input_size[0] / original_size[0], input_size[1] / original_size[1])
+        return float((detections.boxes[keep, 2:].min(-1).values * ratio < tiny_side).float().mean())
+    raise ValueError(f"uncertainty score must be one of {', '.join(UNCERTAINTY_SCORES)}, got {score!r}")
+
+
+class CascadePolicy:
+    """Little-Big for detection: detect at a low size; only when the image-level uncertainty reaches ``threshold``,
+    detect again at a high size (fixed, or the predictor's) and keep that pass. The cost counts both passes."""
+
+    adaptive = True
+
+    def __init__(self, detector: Detector, low: int, high: int | None = None, max_size: int = 1333,
+                 score: str = "low_confidence", threshold: float = 0.5, resampler: str = "bilinear",
+                 sr_model: torch.nn.Module | None = None, predictor: torch.nn.Module | None = None,
+                 knob: float | None = None, score_args: dict | None = None, name: str | None = None):
+        _check_resampler("cascade", resampler, sr_model)
+        if (high is None) == (predictor is None):
+            raise ValueError("cascade policy: give exactly one of a fixed `high` size and a scale predictor")
+        if score not in UNCERTAINTY_SCORES:
+            raise ValueError(f"cascade policy: score must be one of {', '.join(UNCERTAINTY_SCORES)}, got {score!r}")
+        self.low, self.max_size = low, max_size
+        self.score, self.threshold, self.score_args = score, float(threshold), dict(score_args or {})
+        self.fixed_low = FixedPolicy(detector, low, max_size, resampler, sr_model, name="low")
+        self.high = (FixedPolicy(detector, high, max_size, resampler, sr_model, name="high") if predictor is None
+                     else AdaptivePolicy(detector, predictor, resampler, sr_model, knob, name="high"))
+        self.name = name or f"cascade-{low}-{high or 'adaptive'}-{score}{threshold:g}"
 
     @torch.no_grad()
     def __call__(self, image: LoadedImage) -> ImageResult:
-        h, w = image.size
-        size = detr_target_size(h, w, self.short, self.max_size)
-        x = image.pixels.unsqueeze(0).to(self.detector.device)
-        resampler = "none"
-        if size != (h, w):
-            mode = "bilinear" if self.resampler == "liif" else self.resampler
-            grows = size[0] > h or size[1] > w
-            resampler = "liif" if self.sr_model is not None and grows else mode
-            x = self.meter.measure("resample", sr.resample, x, size, model=self.sr_model, mode=mode)
-        # DETR's FLOPs depend on the input shape only, not on the original size boxes are mapped back to.
-        detections = self.meter.measure("detector", self.detector.detect, [x[0]], [(h, w)], flops_key=size)[0]
-        return ImageResult(detections, size, detr_scale(h, w, self.short, self.max_size), resampler,
-                           **self.meter.take())
+        first = self.fixed_low(image)
+        u = uncertainty(first.detections, first.size, image.size, self.score, **self.score_args)
+        extra = {"uncertainty": u, "rerun": u >= self.threshold, "low_size": list(first.size)}
+        if not extra["rerun"]:
+            return dataclasses.replace(first, extra=extra)
+        second = self.high(image)
+        both = {k: first.flops.get(k, 0) + second.flops.get(k, 0) for k in {*first.flops, *second.flops}}
+        seconds = {k: first.seconds.get(k, 0.0) + second.seconds.get(k, 0.0) for k in {*first.seconds, *second.seconds}}
+        return dataclasses.replace(second, flops=both, seconds=seconds, extra=extra,
+                                   uncounted_ops=tuple(sorted({*first.uncounted_ops, *second.uncounted_ops})))
+
+
+class OraclePolicy:
+    """The per-image best of K candidate short sides, judged against the ground truth: an upper bound on what any
+    scale predictor could reach with this detector and resampler, NOT a deployable policy (it needs the answers).
+
+    Each candidate is detected; the kept one maximises per-image COCO AP minus ``lam`` x total GFLOPs (the smaller
+    size on ties). The reported cost is that of the kept candidate alone: what a perfect predictor would pay."""
+
+    adaptive = True
+
+    def __init__(self, detector: Detector, dataset, short_sides: list[int], max_size: int = 1333,
+                 resampler: str = "bilinear", sr_model: torch.nn.Module | None = None, lam: float = 0.0,
+                 name: str | None = None):
+        from scale_predictor.oracle import image_quality
+
+        self.lam, self.quality, self.categories = float(lam), image_quality, dataset.categories
+        self.images = {img["id"]: img for img in dataset.gt["images"]}
+        self.annotations: dict[int, list[dict]] = {i: [] for i in self.images}
+        for a in dataset.gt["annotations"]:
+            self.annotations[a["image_id"]].append(a)
+        self.candidates = [FixedPolicy(detector, s, max_size, resampler, sr_model, name=f"short{s}")
+                           for s in sorted(short_sides)]
+        self.name = name or f"oracle-{resampler}" + (f"-lam{lam:g}" if lam else "")
+
+    @torch.no_grad()
+    def __call__(self, image: LoadedImage) -> ImageResult:
+        if image.id not in self.images:
+            raise ValueError(f"oracle policy: image {image.id!r} is not in the dataset, so it has no ground truth")
+        best, best_value, qualities = None, -math.inf, []
+        for candidate in self.candidates:
+            result = candidate(image)
+            q = self.quality(result.detections.to_coco(image.id), self.annotations[image.id], self.images[image.id],
+                             self.categories)
+            value = (0.0 if q is None else q) - self.lam * sum(result.flops.values()) / 1e9
+            qualities.append(q)
+            if value > best_value:  # strict: the smaller size wins ties
+                best, best_value = result, value
+        extra = {"oracle": True, "candidate_quality": qualities,
+                 "candidate_short_sides": [c.short for c in self.candidates]}
+        return dataclasses.replace(best, extra=extra)
+
+
+def _check_resampler(kind: str, resampler: str, sr_model) -> None:
+    if resampler not in SinglePassPolicy.RESAMPLERS:
+        raise ValueError(f"{kind} policy: resampler must be one of {', '.join(SinglePassPolicy.RESAMPLERS)}, "
+                         f"got {resampler!r}")
+    if (resampler == "liif") != (sr_model is not None):
+        raise ValueError(f"{kind} policy: resampler 'liif' needs an sr_model, and only it takes one")
 
 
 def detr_scale(h: int, w: int, short: int, max_size: int) -> float:
@@ -117,9 +282,74 @@ class FixedOptions:
 @register_policy("fixed")
 def build_fixed(entry: dict, context: PolicyContext) -> FixedPolicy:
     o = from_dict(FixedOptions, entry, prefix="policies[fixed].")
+    return FixedPolicy(context.detector, o.short, o.max_size, o.resampler, _resampler_model(o, context, "fixed"),
+                       o.name)
+
+
+def _resampler_model(o, context: PolicyContext, kind: str) -> torch.nn.Module | None:
+    """The LIIF model a policy's options ask for (``resampler: liif`` with ``sr_model``), checked both ways."""
     if o.resampler == "liif" and not o.sr_model:
-        raise ValueError("policies[fixed]: resampler liif needs sr_model (a registry name or a checkpoint path)")
-    model = context.sr_model(o.sr_model) if o.resampler == "liif" else None
-    if model is None and o.sr_model:
-        raise ValueError(f"policies[fixed]: sr_model is only used with resampler liif, not {o.resampler!r}")
-    return FixedPolicy(context.detector, o.short, o.max_size, o.resampler, model, o.name)
+        raise ValueError(f"policies[{kind}]: resampler liif needs sr_model (a registry name or a checkpoint path)")
+    if o.resampler != "liif" and o.sr_model:
+        raise ValueError(f"policies[{kind}]: sr_model is only used with resampler liif, not {o.resampler!r}")
+    return context.sr_model(o.sr_model) if o.resampler == "liif" else None
+
+
+@dataclass
+class AdaptiveOptions:
+    predictor: str = ""  # a scale predictor checkpoint (.safetensors)
+    resampler: str = "liif"
+    sr_model: str | None = None
+    knob: float | None = None  # trade-off knob in [0, 1] for knob-conditioned predictors
+    name: str | None = None
+
+
+@register_policy("adaptive")
+def build_adaptive(entry: dict, context: PolicyContext) -> AdaptivePolicy:
+    o = from_dict(AdaptiveOptions, entry, prefix="policies[adaptive].")
+    if not o.predictor:
+        raise ValueError("policies[adaptive]: `predictor` (a scale predictor checkpoint) is required")
+    return AdaptivePolicy(context.detector, context.predictor(o.predictor), o.resampler,
+                          _resampler_model(o, context, "adaptive"), o.knob, o.name)
+
+
+@dataclass
+class CascadeOptions:
+    low: int = 512
+    high: int | None = None  # a fixed second-pass short side, or None with `predictor` for a predicted one
+    predictor: str | None = None
+    knob: float | None = None
+    max_size: int = 1333
+    score: str = "low_confidence"
+    threshold: float = 0.5
+    score_args: dict = field(default_factory=dict)  # top_k, band, tiny_side, confident: see pipeline.uncertainty
+    resampler: str = "bilinear"
+    sr_model: str | None = None
+    name: str | None = None
+
+
+@register_policy("cascade")
+def build_cascade(entry: dict, context: PolicyContext) -> CascadePolicy:
+    o = from_dict(CascadeOptions, entry, prefix="policies[cascade].")
+    predictor = context.predictor(o.predictor) if o.predictor else None
+    return CascadePolicy(context.detector, o.low, o.high, o.max_size, o.score, o.threshold, o.resampler,
+                         _resampler_model(o, context, "cascade"), predictor, o.knob, o.score_args, o.name)
+
+
+@dataclass
+class OracleOptions:
+    short_sides: list[int] = field(default_factory=lambda: [480, 640, 800, 1024])
+    max_size: int = 1333
+    lam: float = 0.0  # GFLOPs penalty per image in the oracle's choice
+    resampler: str = "bilinear"
+    sr_model: str | None = None
+    name: str | None = None
+
+
+@register_policy("oracle")
+def build_oracle(entry: dict, context: PolicyContext) -> OraclePolicy:
+    o = from_dict(OracleOptions, entry, prefix="policies[oracle].")
+    if context.dataset is None:
+        raise ValueError("policies[oracle]: the oracle needs the dataset's ground truth, which this run lacks")
+    return OraclePolicy(context.detector, context.dataset, o.short_sides, o.max_size, o.resampler,
+                        _resampler_model(o, context, "oracle"), o.lam, o.name)

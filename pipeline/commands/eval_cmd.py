@@ -9,16 +9,30 @@ def add_parser(sub) -> None:
                     "ardet eval --config configs/eval/coco-mini-tiny.yaml --out runs/mini --resume\n"
                     "ardet eval --config cfg.yaml --limit 500 --set backend=faster-coco-eval\n"
                     "python -m torch.distributed.run --nproc_per_node 2 -m pipeline.cli eval --config cfg.yaml")
+    add_eval_args(p)
+    p.set_defaults(func=run)
+
+
+def add_eval_args(p) -> None:
+    """The options ``ardet eval`` and ``ardet sweep`` share."""
     add_config_args(p)
     p.add_argument("--out", help="run folder (overrides the config's output)")
     p.add_argument("--limit", type=int, help="evaluate the first N images (dataset.limit)")
     p.add_argument("--image-ids", help="file of image ids to evaluate (dataset.image_ids_file)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out, skipping finished images")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    summary, out = evaluate(args)
+    if summary is not None:
+        print_summary(summary)
+        print(f"results in {out}/ (summary.json, records.jsonl, detections/); next: ardet report {out}")
+    return 0
+
+
+def evaluate(args):
+    """Run (or resume) the evaluation the arguments describe; (summary on rank 0 else None, run folder)."""
     import os
     from pathlib import Path
 
@@ -57,14 +71,16 @@ def run(args) -> int:
         torch.manual_seed(cfg.seed)  # a random-init detector is the same on every rank and every run
         detector = load_detector(cfg.detector.spec, device=device, threshold=cfg.detector.threshold,
                                  top_k=cfg.detector.top_k, categories=dataset.categories)
-        policies = build_policies(cfg.policies, PolicyContext(detector, device))
+        policies = build_policies(cfg.policies, PolicyContext(detector, device, dataset))
         summary = run_evaluation(policies, dataset, out, resume=args.resume, backend=cfg.backend,
                                  progress=not args.no_progress)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-    if summary is None:
-        return 0
+    return summary, out
+
+
+def print_summary(summary: dict) -> None:
     names = ("AP", "AP50", "AP_S")
     print(f"{'policy':28s} " + " ".join(f"{n:>6s}" for n in names) + "  GFLOPs/img   img/s")
     for p in summary["policies"]:
@@ -72,5 +88,3 @@ def run(args) -> int:
         print(f"{p['policy']:28s} " + " ".join(f"{p['stats'][n]:6.3f}" if p['stats'][n] >= 0 else f"{'-':>6s}"
                                                for n in names)
               + f"  {p['gflops']['mean']['total']:10.2f}  {'-' if ips is None else f'{ips:6.2f}'}")
-    print(f"results in {out}/ (summary.json, records.jsonl, detections/); next: ardet report {out}")
-    return 0

@@ -14,6 +14,8 @@ def run(args) -> int:
 
     import torch
 
+    from ardet.weights import cache_dir
+
     for name in ("ardet", "torch", "torchvision", "transformers", "timm", "pycocotools", "safetensors", "numpy"):
         try:
             print(f"{name:14s} {version(name)}")
@@ -22,4 +24,5 @@ def run(args) -> int:
     print(f"{'python':14s} {platform.python_version()}")
     print(f"{'cuda':14s} {torch.cuda.is_available() and torch.cuda.get_device_name(0) or 'not available'}")
     print(f"{'cpu threads':14s} {torch.get_num_threads()}")
+    print(f"{'weights cache':14s} {cache_dir()}")
     return 0

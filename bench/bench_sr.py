@@ -1,0 +1,133 @@
+"""SR benchmarks recorded in docs/benchmarks.md: fast vs plain path (time, max difference), MACs per output pixel of
+each model, peak memory of a large upscale with the small model, bfloat16 vs float32 error.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_sr.py --json runs/bench_sr.json            # everything
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_sr.py --only speed,macs,bf16,memory
+
+The official model needs `ardet weights pull liif-edsr-baseline`; without it its rows use random weights (said so).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+import torch
+
+import sr
+from ardet.flops import count_flops
+
+
+def official_or_random():
+    try:
+        return sr.load_model("liif-edsr-baseline"), "official"
+    except FileNotFoundError:
+        return sr.create_model("liif-edsr-baseline").eval(), "random init"
+
+
+def timed(fn, *args, repeat=1, **kwargs):
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = fn(*args, **kwargs)
+        best = min(best, time.perf_counter() - start)
+    return out, best
+
+
+def bench_speed() -> list[dict]:
+    """Fast vs plain path of EDSR-baseline-LIIF on CPU, integer-ish and non-integer scales."""
+    model, weights = official_or_random()
+    rows = []
+    for lr_size, size in [((240, 320), (600, 800)), ((240, 320), (517, 709))]:
+        x = torch.rand(1, 3, *lr_size, generator=torch.Generator().manual_seed(0))
+        model.upscale(x[..., :32, :32], (64, 64))  # warm-up (allocator, kernels)
+        plain, t_plain = timed(model.upscale_plain, x, size)
+        fast, t_fast = timed(model.upscale, x, size)
+        rows.append({"model": f"liif-edsr-baseline ({weights})", "input": lr_size, "output": size,
+                     "plain_s": round(t_plain, 2), "fast_s": round(t_fast, 2), "speedup": round(t_plain / t_fast, 2),
+                     "max_abs_diff": float((plain - fast).abs().max())})
+    return rows
+
+
+def bench_macs() -> list[dict]:
+    """MACs per output pixel (FlopCounterMode, ardet.flops) of each registered model, both paths, x2 and x4."""
+    rows = []
+    for name in sr.list_models():
+        model = sr.create_model(name).eval()
+        for scale in (2, 4):
+            x = torch.rand(1, 3, 24, 24)
+            size = (24 * scale, 24 * scale)
+            row = {"model": name, "scale": scale}
+            for path, fn in (("plain", model.upscale_plain), ("fast", model.upscale)):
+                _, count = count_flops(fn, x, size)
+                row[f"{path}_macs_per_px"] = round(count.macs / (size[0] * size[1]))
+            rows.append(row)
+    return rows
+
+
+MEMORY_CHILD = """
+import resource, sys, time, torch, sr
+h, w, s = (int(v) for v in sys.argv[1:4])
+model = sr.load_model("liif-small")
+x = torch.rand(1, 3, h, w)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+out = model.upscale(x, (h * s, w * s))
+print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter() - start)
+"""
+
+
+def bench_memory() -> list[dict]:
+    """Peak resident memory (fresh process each) of x2 upscales with the small model at two image sizes."""
+    rows = []
+    for h, w in [(1000, 1500), (2000, 3000)]:
+        out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(h), str(w), "2"], capture_output=True,
+                             text=True, check=True).stdout.split()
+        before, peak, seconds = int(out[0]) / 2 ** 20, int(out[1]) / 2 ** 20, float(out[2])
+        io_gb = (h * w + 4 * h * w) * 3 * 4 / 2 ** 30
+        rows.append({"model": "liif-small", "input": (h, w), "output": (2 * h, 2 * w), "peak_rss_gb": round(peak, 2),
+                     "rss_before_upscale_gb": round(before, 2), "input_output_tensors_gb": round(io_gb, 2),
+                     "seconds": round(seconds, 1)})
+    return rows
+
+
+def bench_bf16() -> list[dict]:
+    """bfloat16 vs float32 outputs of the same upscale (error in [0, 1] units and as PSNR), and times."""
+    rows = []
+    official, weights = official_or_random()
+    for name, model in ((f"liif-edsr-baseline ({weights})", official), ("liif-small", sr.load_model("liif-small"))):
+        x = torch.rand(1, 3, 120, 160, generator=torch.Generator().manual_seed(1))
+        ref, t32 = timed(model.float().upscale, x, (300, 400))
+        low, t16 = timed(model.to(torch.bfloat16).upscale, x, (300, 400))
+        model.float()
+        err = (low - ref).abs()
+        rows.append({"model": name, "input": (120, 160), "output": (300, 400), "max_abs_err": round(float(err.max()), 4),
+                     "mean_abs_err": round(float(err.mean()), 5),
+                     "psnr_vs_fp32_db": round(float(-10 * torch.log10((low - ref).pow(2).mean())), 2),
+                     "fp32_s": round(t32, 2), "bf16_s": round(t16, 2)})
+    return rows
+
+
+BENCHES = {"speed": bench_speed, "macs": bench_macs, "memory": bench_memory, "bf16": bench_bf16}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default=",".join(BENCHES), help="comma-separated subset of " + ",".join(BENCHES))
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args()
+    results = {"threads": torch.get_num_threads(), "torch": torch.__version__}
+    for name in args.only.split(","):
+        results[name] = BENCHES[name]()
+        for row in results[name]:
+            print(name, json.dumps(row))
+    if args.json:
+        from ardet.files import atomic_write_json
+
+        atomic_write_json(args.json, results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""Building and loading DETR-family models, offline-safe, and mapping their classes to dataset categories."""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from detector.config import DetectorConfig, ModelConfig
+from detector.detect import IMAGENET_MEAN, IMAGENET_STD, Detector
+
+log = logging.getLogger(__name__)
+
+# Training output folders hold these self-describing model folders (config.json + model.safetensors).
+BEST, LAST = "best", "checkpoint"
+_PLACEHOLDER_LABELS = {"n/a", "na", "none", "background", "__background__", "no object"}
+
+
+def load_detector(spec: str, *, device: str = "cpu", threshold: float = 0.0, top_k: int = 100,
+                  categories: list[dict] | None = None) -> Detector:
+    """A :class:`Detector` from a hub id (online), a ``save_pretrained`` / ``train-detector`` folder, or a project
+    YAML config (random init, offline). ``categories`` (COCO's list of ``{id, name}``) are mapped to the model's
+    classes here, so a mismatch fails at start."""
+    model, mean, std = load_model(spec)
+    label_map = map_labels(model.config.id2label, categories)
+    return Detector(model, label_map, mean=mean, std=std, threshold=threshold, top_k=top_k, device=device)
+
+
+def load_model(spec: str, id2label: dict[int, str] | None = None) -> tuple[nn.Module, tuple, tuple]:
+    """The transformers model named by ``spec`` and its normalisation (mean, std). ``id2label`` replaces a saved
+    model's classes with a new, randomly initialised class head (fine-tuning on other categories)."""
+    from ardet.config import load_config
+
+    path = Path(spec)
+    if path.is_file() and path.suffix in (".yaml", ".yml"):
+        cfg = load_config(DetectorConfig, path)
+        categories = [{"id": i, "name": n} for i, n in id2label.items()] if id2label else config_categories(cfg)
+        return build_model(cfg.model, categories), IMAGENET_MEAN, IMAGENET_STD
+    if path.is_dir():
+        return _from_pretrained(_model_dir(path), local=True, id2label=id2label)
+    if path.exists() or spec.startswith((".", "/", "~")) or path.suffix in (".yaml", ".yml", ".json"):
+        raise FileNotFoundError(f"detector {spec!r}: no such model folder or YAML config")
+    return _from_pretrained(spec, local=False, id2label=id2label)
+
+
+def config_categories(cfg: DetectorConfig) -> list[dict] | None:
+    """The classes a config's model is built with: its own list, else the train JSON's categories, else None."""
+    if cfg.model.categories:
+        return [{"id": c.id, "name": c.name} for c in cfg.model.categories]
+    if cfg.data.train_json and Path(cfg.data.train_json).is_file():
+        return json.loads(Path(cfg.data.train_json).read_text())["categories"]
+    return None
+
+
+def build_model(cfg: ModelConfig, categories: list[dict] | None = None) -> nn.Module:
+    """A randomly initialised model from a project config; no network, no pretrained weights."""
+    from transformers import AutoConfig, AutoModelForObjectDetection, ResNetConfig, TimmBackboneConfig
+
+    bb = cfg.backbone
+    if bb.kind == "resnet":
+        backbone = ResNetConfig(embedding_size=bb.embedding_size, hidden_sizes=bb.hidden_sizes, depths=bb.depths,
+                                layer_type=bb.layer_type, out_features=[f"stage{s}" for s in bb.out_stages])
+    else:
+        backbone = TimmBackboneConfig(backbone=bb.timm_name, out_indices=list(bb.out_stages),
+                                      use_pretrained_backbone=False)
+    if categories:
+        id2label = {i: c["name"] for i, c in enumerate(categories)}
+    else:
+        id2label = {i: f"LABEL_{i}" for i in range(cfg.num_labels)}
+    config = AutoConfig.for_model(
+        cfg.arch, backbone_config=backbone, d_model=cfg.d_model, encoder_layers=cfg.encoder_layers,
+        decoder_layers=cfg.decoder_layers, encoder_ffn_dim=cfg.ffn_dim, decoder_ffn_dim=cfg.ffn_dim,
+        encoder_attention_heads=cfg.heads, decoder_attention_heads=cfg.heads, num_queries=cfg.queries,
+        dropout=cfg.dropout, auxiliary_loss=cfg.aux_loss, id2label=id2label,
+        label2id={n: i for i, n in id2label.items()}, **cfg.extra)
+    return AutoModelForObjectDetection.from_config(config)
+
+
+def _model_dir(path: Path) -> Path:
+    """A model folder, or the best (else latest) model of a ``train-detector`` output folder."""
+    for candidate in (path, path / BEST, path / LAST):
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise FileNotFoundError(f"{path}: no config.json here (nor in {BEST}/ or {LAST}/): not a saved model folder")
+
+
+def _from_pretrained(spec: str | Path, local: bool, id2label: dict[int, str] | None = None
+                     ) -> tuple[nn.Module, tuple, tuple]:
+    from transformers import AutoModelForObjectDetection
+
+    config = offline_safe_config(_read_json(spec, "config.json", local))
+    if id2label:
+        config.id2label, config.label2id = dict(id2label), {n: i for i, n in id2label.items()}
+    model = AutoModelForObjectDetection.from_pretrained(str(spec), config=config, local_files_only=local,
+                                                        ignore_mismatched_sizes=bool(id2label))
+    processor = _read_json(spec, "preprocessor_config.json", local, required=False) or {}
+    if processor.get("do_normalize", True):
+        mean, std = tuple(processor.get("image_mean", IMAGENET_MEAN)), tuple(processor.get("image_std", IMAGENET_STD))
+    else:
+        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    return model, mean, std
+
+
+def _read_json(spec: str | Path, name: str, local: bool, required: bool = True) -> dict | None:
+    if local:
+        path = Path(spec) / name
+        return json.loads(path.read_text()) if path.is_file() else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import RemoteEntryNotFoundError
+
+    try:
+        return json.loads(Path(hf_hub_download(str(spec), name)).read_text())
+    except RemoteEntryNotFoundError:
+        if required:
+            raise FileNotFoundError(f"detector {spec!r}: the hub repository has no {name}") from None
+        return None
+    except Exception as e:  # offline and not cached, unknown repo, no network: one clear message
+        raise FileNotFoundError(
+            f"detector {spec!r} is not a local model folder or YAML config, and the hub cannot provide it "
+            f"({type(e).__name__}). Online, a hub id such as facebook/detr-resnet-50 downloads once into the cache; "
+            f"offline, pass a folder written by save_pretrained or train-detector, or a configs/detector/*.yaml"
+        ) from None
+
+
+def offline_safe_config(data: dict):
+    """A transformers config from a config.json dict, never touching the hub.
+
+    Configs written by transformers 4.x may hold ``backbone_kwargs`` for a timm backbone; 5.x then asks the hub
+    whether that timm model exists, which fails offline. We turn them into the explicit timm ``backbone_config``
+    they stand for (pretrained backbone weights off: the checkpoint holds all weights).
+    """
+    from transformers import AutoConfig
+
+    data = dict(data)
+    kwargs = data.pop("backbone_kwargs", None)
+    if kwargs is not None and not data.get("backbone_config") and data.get("use_timm_backbone", True):
+        backbone = {"model_type": "timm_backbone", "backbone": data.get("backbone") or "resnet50",
+                    "num_channels": kwargs.get("in_chans", data.get("num_channels", 3)), "features_only": True,
+                    "use_pretrained_backbone": False, "out_indices": kwargs.get("out_indices", [1, 2, 3, 4])}
+        if kwargs.get("output_stride"):
+            backbone["output_stride"] = kwargs["output_stride"]
+        data.update(backbone_config=backbone, use_timm_backbone=False, backbone=None)
+    data["use_pretrained_backbone"] = False
+    model_type = data.pop("model_type")
+    return AutoConfig.for_model(model_type, **data)
+
+
+def map_labels(id2label: dict, categories: list[dict] | None) -> dict[int, int]:
+    """Model label index -> dataset category id.
+
+    Without ``categories`` every named class keeps its index as id (COCO-trained DETR uses COCO ids). With them:
+    by id when each category's id is a model class of the same name (or an unnamed ``LABEL_i`` class), else by
+    name. A category the model cannot output is an error now, not AP = 0 after an evaluation.
+    """
+    names = {int(i): _norm(n) for i, n in id2label.items()}
+    named = {i: n for i, n in names.items() if n not in _PLACEHOLDER_LABELS}
+    if categories is None:
+        return {i: i for i in named}
+    wanted = {int(c["id"]): _norm(c["name"]) for c in categories}
+    if all(names.get(cid) in (name, f"label {cid}") for cid, name in wanted.items()):
+        log.info("detector classes mapped to %d dataset categories by id", len(wanted))
+        return {cid: cid for cid in wanted}
+    index_of: dict[str, list[int]] = {}
+    for i, n in named.items():
+        index_of.setdefault(n, []).append(i)
+    missing = [f"{cid}:{name}" for cid, name in wanted.items() if name not in index_of]
+    if missing:
+        shown = ", ".join(f"{i}:{n}" for i, n in list(named.items())[:20]) + (", ..." if len(named) > 20 else "")
+        raise ValueError(f"the detector cannot output dataset categories {', '.join(missing)} (matched by id and by "
+                         f"name); its classes are {shown}. Use a detector trained on these categories "
+                         f"(ardet train-detector) or the dataset it was trained on")
+    ambiguous = [name for name in wanted.values() if len(index_of[name]) > 1]
+    if ambiguous:
+        raise ValueError(f"category names {ambiguous} match several detector classes; match by id instead")
+    log.info("detector classes mapped to %d dataset categories by name", len(wanted))
+    return {index_of[name][0]: cid for cid, name in wanted.items()}
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[\s_\-]+", " ", str(name)).strip().lower()
+
+
+def set_trainable(model: nn.Module, freeze_backbone: bool) -> None:
+    """Explicit freezing: everything trains except, if asked, the CNN backbone. transformers' own choice is wrong
+    for some backbones (native ResNet frozen entirely by a name check, timm not at all)."""
+    for name, p in model.named_parameters():
+        p.requires_grad_(not (freeze_backbone and _in_backbone(name)))
+
+
+def _in_backbone(name: str) -> bool:
+    return ".backbone." in f".{name}"
+
+
+def use_trainable_batchnorm(model: nn.Module) -> None:
+    """Swap the backbone's frozen BatchNorm (an identity at random init) for ``nn.BatchNorm2d`` with the same state,
+    so a backbone trained from scratch is normalised. Saved weights load back into frozen BatchNorm unchanged."""
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if type(child).__name__.endswith("FrozenBatchNorm2d"):
+                bn = nn.BatchNorm2d(child.weight.numel()).to(child.weight.device)
+                with torch.no_grad():
+                    for key in ("weight", "bias", "running_mean", "running_var"):
+                        getattr(bn, key).copy_(getattr(child, key))
+                setattr(parent, child_name, bn)

@@ -1,0 +1,113 @@
+"""The composed pipeline as a Python API: ``AdaptivePipeline.from_config(...)`` then call it on images.
+
+    pipe = AdaptivePipeline.from_config("configs/pipeline/demo.yaml")
+    result = pipe("photo.jpg")                    # PipelineResult: detections in original pixels, size, costs
+    prep = pipe.preprocess("photo.jpg")           # stop before the detector: the resampled image + how to map back
+    boxes = prep.to_original(my_boxes_xyxy)       # boxes from your own detector, back in original pixels
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ardet.config import from_dict, load_config
+from ardet.images import ImageSource, LoadedImage, to_image
+from eval.config import DetectorConfig
+from pipeline.policies import PolicyContext, SinglePassPolicy, build_policy
+
+
+@dataclass
+class PipelineConfig:
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    policy: dict[str, Any] = field(default_factory=lambda: {"kind": "fixed", "short": 800})
+    categories: str | None = None  # a COCO JSON whose categories the detector's classes map to; None: the model's ids
+    device: str = "cpu"
+    exif: str = "ignore"  # image loading policy (ardet.load_image): "ignore" or "apply"
+
+    def __post_init__(self):
+        if not self.detector.spec:
+            raise ValueError("detector.spec is required (a hub id, a save_pretrained folder, or a detector YAML)")
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """One image through the pipeline. ``detections``: COCO ``[x, y, w, h]`` boxes in original pixels, scores,
+    dataset category ids; ``size``: the (H, W) the detector saw; ``flops``/``seconds``: per stage."""
+
+    image_id: Any
+    detections: Any  # detector.Detections
+    size: tuple[int, int]
+    factor: float
+    resampler: str
+    flops: dict[str, int]
+    seconds: dict[str, float]
+    extra: dict = field(default_factory=dict)
+
+    def to_coco(self) -> list[dict]:
+        return self.detections.to_coco(self.image_id)
+
+
+@dataclass(frozen=True)
+class Preprocessed:
+    """An image rendered at the size the policy chose, for a detector of the caller's own."""
+
+    pixels: torch.Tensor  # float32 [3, H, W] in [0, 1]
+    original_size: tuple[int, int]
+    size: tuple[int, int]
+    factor: float
+    resampler: str
+    flops: dict[str, int]
+    seconds: dict[str, float]
+
+    def to_original(self, boxes: torch.Tensor) -> torch.Tensor:
+        """Boxes ``[N, 4]`` in this image's pixels (xyxy or xywh: both scale the same) -> original-image pixels."""
+        (h, w), (hh, ww) = self.original_size, self.size
+        scale = torch.tensor([w / ww, h / hh, w / ww, h / hh], dtype=boxes.dtype, device=boxes.device)
+        return boxes * scale
+
+
+class AdaptivePipeline:
+    """A policy (fixed, adaptive, cascade, ...) with its detector, callable on paths, PIL images or tensors."""
+
+    def __init__(self, policy, exif: str = "ignore"):
+        self.policy, self.exif = policy, exif
+
+    @classmethod
+    def from_config(cls, config: str | Path | dict, overrides: Sequence[str] = ()) -> "AdaptivePipeline":
+        """From a YAML file or a dict shaped like :class:`PipelineConfig` (``--set``-style ``overrides`` apply)."""
+        from ardet.config import apply_overrides
+        from detector import load_detector
+        from eval.coco import load_coco_json
+
+        if isinstance(config, dict):
+            cfg = from_dict(PipelineConfig, apply_overrides(config, list(overrides)))
+        else:
+            cfg = load_config(PipelineConfig, config, list(overrides))
+        categories = load_coco_json(cfg.categories)["categories"] if cfg.categories else None
+        detector = load_detector(cfg.detector.spec, device=cfg.device, threshold=cfg.detector.threshold,
+                                 top_k=cfg.detector.top_k, categories=categories)
+        return cls(build_policy(cfg.policy, PolicyContext(detector, cfg.device)), exif=cfg.exif)
+
+    def _load(self, image: ImageSource | LoadedImage) -> LoadedImage:
+        return to_image(image, exif=self.exif)
+
+    def __call__(self, images: ImageSource | LoadedImage | list) -> PipelineResult | list[PipelineResult]:
+        """Detect on one image or a list (each at its own chosen size); boxes in each image's original pixels."""
+        if isinstance(images, list):
+            return [self(im) for im in images]
+        image = self._load(images)
+        r = self.policy(image)
+        return PipelineResult(image.id, r.detections, r.size, r.factor, r.resampler, r.flops, r.seconds, r.extra)
+
+    def preprocess(self, image: ImageSource | LoadedImage) -> Preprocessed:
+        """The detection preprocessing stage alone: the image at the policy's size, with its factor and cost."""
+        if not isinstance(self.policy, SinglePassPolicy):
+            raise ValueError(f"policy {self.policy.name!r} needs the detector to choose a size (e.g. a cascade); "
+                             f"preprocess works with fixed and adaptive policies")
+        image = self._load(image)
+        x, size, factor, used = self.policy.preprocess(image)
+        costs = self.policy.meter.take()
+        return Preprocessed(x[0].cpu(), image.size, size, factor, used, costs["flops"], costs["seconds"])

@@ -1,0 +1,68 @@
+"""The LIIF benchmark protocol: HR cropped to a multiple of the scale, LR by PIL bicubic (the reference's
+``resize_fn``), PSNR on the Y channel shaving ``scale`` pixels per border (and RGB PSNR, same shave), averaged over
+images; PIL bicubic upsampling of the same LR as the control (reproduces the reference's bicubic rows)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+Y_WEIGHTS = (65.738 / 256, 129.057 / 256, 25.064 / 256)  # BT.601 luma on [0, 1] images (offset cancels in a diff)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def _tensor(img: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+
+
+def benchmark_pair(hr: Image.Image, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(LR [3, h, w], HR [3, s*h, s*w]) in [0, 1]: HR cropped at the top-left to a multiple of ``scale``; LR is the
+    reference's 8-bit round trip (``ToPILImage`` truncates ``x * 255``) and PIL bicubic resize."""
+    hr_t = _tensor(hr)
+    h, w = hr_t.shape[1] // scale, hr_t.shape[2] // scale
+    hr_t = hr_t[:, :h * scale, :w * scale]
+    as_pil = Image.fromarray(hr_t.mul(255).byte().permute(1, 2, 0).numpy())
+    return _tensor(as_pil.resize((w, h), Image.BICUBIC)), hr_t
+
+
+def bicubic_pil(lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The reference's bicubic control: PIL bicubic upsampling of the 8-bit LR image."""
+    as_pil = Image.fromarray(lr.mul(255).round().byte().permute(1, 2, 0).numpy())
+    return _tensor(as_pil.resize((size[1], size[0]), Image.BICUBIC))
+
+
+def psnr(sr: torch.Tensor, hr: torch.Tensor, shave: int, y_channel: bool = True) -> float:
+    diff = sr.float() - hr.float()
+    if y_channel:
+        diff = torch.einsum("...chw,c->...hw", diff, diff.new_tensor(Y_WEIGHTS))
+    if shave:
+        diff = diff[..., shave:-shave, shave:-shave]
+    return -10 * math.log10(diff.pow(2).mean().item())
+
+
+def image_paths(folder: str | Path) -> list[Path]:
+    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise FileNotFoundError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    return paths
+
+
+def evaluate(model, folder: str | Path, scales=(2, 3, 4), progress: bool = False) -> list[dict]:
+    """One row per scale: mean PSNR (Y and RGB) of ``model.upscale`` and of bicubic over the images in ``folder``."""
+    from tqdm import tqdm
+
+    paths = image_paths(folder)
+    rows = []
+    for scale in scales:
+        totals = {"liif_y": 0.0, "liif_rgb": 0.0, "bicubic_y": 0.0, "bicubic_rgb": 0.0}
+        for path in tqdm(paths, desc=f"x{scale}", disable=not progress):
+            lr, hr = benchmark_pair(Image.open(path), scale)
+            size = tuple(hr.shape[-2:])
+            for key, out in (("liif", model.upscale(lr[None], size)[0]), ("bicubic", bicubic_pil(lr, size))):
+                totals[f"{key}_y"] += psnr(out, hr, scale) / len(paths)
+                totals[f"{key}_rgb"] += psnr(out, hr, scale, y_channel=False) / len(paths)
+        rows.append({"scale": scale, "images": len(paths), **{k: round(v, 4) for k, v in totals.items()}})
+    return rows

@@ -1,0 +1,134 @@
+"""Named LIIF models and self-describing checkpoints.
+
+A checkpoint is a safetensors file whose metadata holds ``name`` (the architecture, "liif") and ``args`` (JSON); the
+official ``.pth`` files (``{'model': {'name', 'args', 'sd'}}``) load through an explicit, checked key map.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+
+from sr.liif import LIIF
+from sr.models import make
+
+
+def _liif_args(encoder: str, hidden: list[int], lr_skip: bool = False, **encoder_args) -> dict:
+    return {"encoder_spec": {"name": encoder, "args": {"no_upsampling": True, **encoder_args}},
+            "imnet_spec": {"name": "mlp", "args": {"out_dim": 3, "hidden_list": hidden}},
+            **({"lr_skip": True} if lr_skip else {})}
+
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+# name -> (LIIF args, where its weights are: "cache" = `ardet weights pull NAME`, a file in sr/weights/, or None)
+MODELS: dict[str, tuple[dict, str | None]] = {
+    "liif-edsr-baseline": (_liif_args("edsr-baseline", [256] * 4), "cache"),
+    "liif-rdn": (_liif_args("rdn", [256] * 4), None),
+    "liif-small": (_liif_args("edsr-baseline", [64] * 3, True, n_resblocks=4, n_feats=32), "liif-small.safetensors"),
+}
+
+# Official state-dict entries the reference builds but never uses in forward (EDSR mean shifts).
+_UNUSED_OFFICIAL = ("encoder.sub_mean.", "encoder.add_mean.")
+
+
+def list_models() -> list[str]:
+    return sorted(MODELS)
+
+
+def create_model(name: str, **args) -> LIIF:
+    """A randomly initialised named model; ``args`` override its LIIF args (e.g. imnet_spec=...)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(list_models())}")
+    return make({"name": "liif", "args": {**copy.deepcopy(MODELS[name][0]), **args}})
+
+
+def load_model(name_or_path: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> LIIF:
+    """A registered name (weights from the cache or the package) or a ``.safetensors`` / ``.pth`` path, in eval mode."""
+    if name_or_path in MODELS:
+        where = MODELS[name_or_path][1]
+        if where is None:
+            raise FileNotFoundError(f"no weights for {name_or_path!r} are available offline; pass a checkpoint path")
+        if where == "cache":
+            from ardet.weights import weights_path
+
+            path = weights_path(name_or_path)
+        else:
+            path = WEIGHTS_DIR / where
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: the weights shipped with the package are missing; reinstall ardet")
+    else:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{name_or_path}: neither a file nor a model name ({', '.join(list_models())})")
+    return load_checkpoint(path).to(device, dtype).eval()
+
+
+def load_checkpoint(path: str | Path) -> LIIF:
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), "pt") as f:
+                meta = f.metadata() or {}
+                sd = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as e:  # safetensors raises its own error types for truncated/corrupt headers
+            raise ValueError(f"{path}: not a readable safetensors file (truncated or corrupt?): {e}") from e
+        if meta.get("name") != "liif" or "args" not in meta:
+            raise ValueError(f"{path}: metadata must hold name='liif' and args, found {sorted(meta)}")
+        return _with_state(make({"name": "liif", "args": json.loads(meta["args"])}), sd, path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {e}") from e
+    return from_official(ckpt, path)
+
+
+def from_official(ckpt, source="checkpoint") -> LIIF:
+    """The reference's ``{'model': {'name': 'liif', 'args': ..., 'sd': ...}}``: same names except the unused mean
+    shifts, which are dropped; everything else must match in name and shape."""
+    try:
+        spec = ckpt["model"]
+        name, sd = spec["name"], spec["sd"]
+        args = {k: spec["args"][k] for k in ("encoder_spec", "imnet_spec")}
+    except (KeyError, TypeError, IndexError):
+        found = sorted(map(str, ckpt)) if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f"{source}: not a LIIF checkpoint: expected {{'model': {{'name', 'args': {{encoder_spec, imnet_spec}}, 'sd'}}}}, "
+                         f"found {found}") from None
+    if name != "liif":
+        raise ValueError(f"{source}: model name {name!r}, expected 'liif' (LIIF with feature unfold, local ensemble, "
+                         "cell decoding)")
+    sd = {k: v for k, v in sd.items() if not k.startswith(_UNUSED_OFFICIAL)}
+    return _with_state(make({"name": "liif", "args": args}), sd, source)
+
+
+def _with_state(model: LIIF, sd: dict, source) -> LIIF:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
+    shapes = [f"{k} {tuple(sd[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+              if k in sd and sd[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        problems = [f"{label}: {', '.join(items[:4])}{' ...' if len(items) > 4 else ''} ({len(items)})"
+                    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)) if items]
+        raise ValueError(f"{source}: state dict does not match {_describe(model)}: " + "; ".join(problems))
+    model.load_state_dict(sd)
+    return model
+
+
+def _describe(model: LIIF) -> str:
+    enc = model.args["encoder_spec"]
+    return f"LIIF({enc['name']} {enc.get('args', {})}, mlp {model.args['imnet_spec']['args']['hidden_list']})"
+
+
+def save_model(model: LIIF, path: str | Path) -> None:
+    """Self-describing safetensors (metadata name='liif', args JSON), written atomically."""
+    from safetensors.torch import save
+
+    from ardet.files import atomic_write_bytes
+
+    sd = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(path, save(sd, metadata={"name": "liif", "args": json.dumps(model.args)}))

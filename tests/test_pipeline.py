@@ -1,0 +1,147 @@
+"""pipeline: adaptive, cascade and oracle policies and the AdaptivePipeline API, each checked against calling the
+stages directly (scale predictor, sr.resize, the detector, pycocotools per-image AP)."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import sr
+from ardet.flops import count_flops
+from ardet.images import LoadedImage
+from detector import Detections, load_detector
+from pipeline import (AdaptivePipeline, AdaptivePolicy, CascadePolicy, FixedPolicy, OraclePolicy, build_policies,
+                      PolicyContext, uncertainty)
+from scale_predictor import create_predictor, save_predictor
+from scale_predictor.oracle import image_quality
+
+ROOT = Path(__file__).parents[1]
+TINY_DETR = str(ROOT / "configs" / "eval" / "detr-tiny.yaml")
+CATEGORIES = [{"id": i, "name": f"c{i}"} for i in range(1, 91)]
+
+
+@pytest.fixture(scope="module")
+def detector():
+    torch.manual_seed(0)
+    return load_detector(TINY_DETR, categories=CATEGORIES, top_k=20)
+
+
+@pytest.fixture(scope="module")
+def predictor_path(tmp_path_factory):
+    torch.manual_seed(0)
+    model = create_predictor("mobilenetv3-small-050", thumb=64, range=(32.0, 96.0), multiple=8, max_long=160)
+    with torch.no_grad():  # a predictor that does not sit at the range's middle for every image
+        model.head[-1].bias.fill_(0.7)
+    return save_predictor(model, tmp_path_factory.mktemp("pred") / "predictor.safetensors")
+
+
+def image(h, w, seed=0, image_id=7):
+    return LoadedImage(id=image_id, pixels=torch.rand(3, h, w, generator=torch.Generator().manual_seed(seed)))
+
+
+def test_adaptive_policy_is_predictor_then_resize_then_detector(detector, predictor_path):
+    ctx = PolicyContext(detector)
+    [policy] = build_policies([{"kind": "adaptive", "predictor": str(predictor_path), "resampler": "bilinear"}], ctx)
+    img = image(40, 60)
+    result = policy(img)
+    decision = ctx.predictor(str(predictor_path)).predict([img.pixels], [img.size])[0]
+    assert result.size == decision.size and result.factor == decision.factor
+    assert min(result.size) % 8 == 0 and 32 <= min(result.size) <= 96
+    resized = sr.resize(img.pixels[None], result.size, "bilinear")
+    expected = detector.detect([resized[0]], [img.size])[0]
+    assert torch.equal(result.detections.boxes, expected.boxes)
+    predictor = ctx.predictor(str(predictor_path))
+    assert result.flops["predictor"] == count_flops(predictor.predict, [img.pixels], [img.size])[1].flops > 0
+    assert result.flops["detector"] == count_flops(detector.detect, [resized[0]], [img.size])[1].flops
+
+
+def _dets(scores, boxes=None):
+    scores = torch.tensor(scores, dtype=torch.float32)
+    boxes = torch.tensor(boxes, dtype=torch.float32) if boxes is not None else torch.tensor([[0, 0, 50, 50.0]] * len(scores))
+    return Detections(boxes.reshape(-1, 4), scores, torch.ones(len(scores), dtype=torch.int64))
+
+
+def test_uncertainty_scores_by_hand():
+    d = _dets([0.9, 0.5, 0.3, 0.1], [[0, 0, 10, 40], [0, 0, 40, 40], [0, 0, 8, 8], [0, 0, 2, 2]])
+    assert uncertainty(d, (100, 100), (100, 100), "low_confidence", top_k=2) == pytest.approx(1 - 0.7)
+    assert uncertainty(_dets([]), (100, 100), (100, 100), "low_confidence") == 1.0
+    assert uncertainty(d, (100, 100), (100, 100), "ambiguous", band=(0.2, 0.6)) == 2.0
+    # confident boxes (>= 0.3): shorter sides 10, 40, 8 at the input scale 0.5 -> 5, 20, 4; below 16 px: 2 of 3
+    assert uncertainty(d, (50, 50), (100, 100), "tiny", confident=0.3, tiny_side=16) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="score must be one of"):
+        uncertainty(d, (1, 1), (1, 1), "entropy")
+
+
+@pytest.mark.parametrize("threshold, rerun", [(0.0, True), (1.01, False)])
+def test_cascade_counts_both_passes_only_when_it_reruns(detector, threshold, rerun):
+    img = image(48, 64)
+    cascade = CascadePolicy(detector, low=32, high=96, max_size=200, threshold=threshold)
+    result = cascade(img)
+    low = FixedPolicy(detector, 32, 200)(img)
+    high = FixedPolicy(detector, 96, 200)(img)
+    assert result.extra["rerun"] is rerun and result.extra["low_size"] == list(low.size)
+    final = high if rerun else low
+    assert result.size == final.size and torch.equal(result.detections.scores, final.detections.scores)
+    expected = low.flops["detector"] + (high.flops["detector"] if rerun else 0)
+    assert result.flops["detector"] == expected
+
+
+def test_oracle_keeps_the_candidate_with_the_best_per_image_ap(detector, tmp_path):
+    from eval import CocoDataset
+
+    rng = np.random.default_rng(0)
+    images, annotations = [], []
+    for i in range(1, 4):
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        images.append({"id": i, "file_name": f"{i}.png", "height": 48, "width": 64})
+        annotations.append({"id": i, "image_id": i, "category_id": 1 + i, "bbox": [4.0, 6.0, 30.0, 20.0],
+                            "area": 600.0, "iscrowd": 0})
+    (tmp_path / "gt.json").write_text(json.dumps({"images": images, "annotations": annotations,
+                                                  "categories": CATEGORIES}))
+    data = CocoDataset(tmp_path / "gt.json", tmp_path)
+    sides = [32, 64, 96]
+    oracle = OraclePolicy(detector, data, sides, max_size=200)
+    for image_id in data.image_ids:
+        img = data.load(image_id)
+        result = oracle(img)
+        quality = []
+        for s in sides:
+            r = FixedPolicy(detector, s, 200)(img)
+            quality.append(image_quality(r.detections.to_coco(image_id), [annotations[image_id - 1]],
+                                         images[image_id - 1], CATEGORIES))
+        best = int(np.argmax(quality))  # argmax takes the first (smallest size) on ties, as the oracle does
+        assert result.extra["candidate_quality"] == quality
+        assert result.size == FixedPolicy(detector, sides[best], 200).decide(img)[0]
+
+
+def test_pipeline_api_on_paths_pil_and_tensors_and_preprocess(tmp_path, predictor_path):
+    arr = np.random.default_rng(1).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    Image.fromarray(arr).save(tmp_path / "a.png")
+    torch.manual_seed(0)
+    pipe = AdaptivePipeline.from_config({
+        "detector": {"spec": TINY_DETR, "top_k": 10},
+        "policy": {"kind": "adaptive", "predictor": str(predictor_path), "resampler": "bicubic"}})
+    from_path, from_pil, from_tensor = pipe([str(tmp_path / "a.png"), Image.fromarray(arr),
+                                             torch.from_numpy(arr).permute(2, 0, 1)])
+    assert torch.equal(from_path.detections.boxes, from_pil.detections.boxes)
+    assert torch.equal(from_path.detections.boxes, from_tensor.detections.boxes)
+    assert from_path.image_id == "a" and len(from_path.to_coco()) == len(from_path.detections) <= 10
+    boxes = from_path.detections.boxes
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 0] + boxes[:, 2] <= 70 + 1e-4).all()
+
+    prep = pipe.preprocess(str(tmp_path / "a.png"))
+    assert prep.size == from_path.size and prep.original_size == (50, 70)
+    expected = sr.resize(torch.from_numpy(arr).permute(2, 0, 1)[None].float() / 255, prep.size, "bicubic")[0]
+    assert torch.allclose(prep.pixels, expected, atol=1e-6) and prep.flops["predictor"] > 0
+    H, W = prep.size
+    corner = prep.to_original(torch.tensor([[0.0, 0.0, W, H]]))
+    assert torch.allclose(corner, torch.tensor([[0.0, 0.0, 70.0, 50.0]]))
+
+
+def test_preprocess_refuses_a_cascade():
+    pipe = AdaptivePipeline.from_config({"detector": {"spec": TINY_DETR},
+                                         "policy": {"kind": "cascade", "low": 32, "high": 64}})
+    with pytest.raises(ValueError, match="preprocess works with fixed and adaptive"):
+        pipe.preprocess(torch.rand(3, 20, 20))

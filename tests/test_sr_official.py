@@ -1,0 +1,46 @@
+"""Published numbers, reproduced: the official EDSR-baseline-LIIF on Set5 (pulled by `make test`) and the shipped
+small model against its model card in docs/sr.md."""
+import re
+from pathlib import Path
+
+import pytest
+
+import sr
+from ardet.weights import weights_path
+from sr.evaluate import evaluate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def set5(shared_dir) -> Path:
+    return shared_dir / "data" / "sr" / "Set5"
+
+
+def test_official_edsr_baseline_liif_reproduces_set5(set5):
+    try:
+        weights_path("liif-edsr-baseline")
+    except FileNotFoundError as e:
+        pytest.skip(f"official weights cannot be loaded: {e}")
+    model = sr.load_model("liif-edsr-baseline")
+    rows = {r["scale"]: r for r in evaluate(model, set5, (2, 3, 4))}
+    # liif-reference.md: the reference code with the official weights (LIIF) and its bicubic control, Y-PSNR.
+    for scale, liif, bicubic in ((2, 38.00, 33.67), (3, 34.42, 30.40), (4, 32.26, 28.43)):
+        assert rows[scale]["liif_y"] == pytest.approx(liif, abs=0.05)
+        assert rows[scale]["bicubic_y"] == pytest.approx(bicubic, abs=0.05)
+
+
+def card_psnr() -> dict[int, float]:
+    """The small model's Set5 Y-PSNR from its model card table: rows '| xS | <liif-small> | ...'."""
+    text = (ROOT / "docs" / "sr.md").read_text()
+    rows = re.findall(r"^\| x(\d) \| ([\d.]+) \|", text, re.M)
+    assert rows, "docs/sr.md has no Set5 table rows"
+    return {int(s): float(v) for s, v in rows}
+
+
+def test_small_model_matches_its_card_and_beats_bicubic(set5):
+    card = card_psnr()
+    rows = {r["scale"]: r for r in evaluate(sr.load_model("liif-small"), set5, sorted(card))}
+    for scale, psnr in card.items():
+        assert rows[scale]["liif_y"] == pytest.approx(psnr, abs=0.05)
+        assert rows[scale]["liif_y"] > rows[scale]["bicubic_y"] + 0.5
