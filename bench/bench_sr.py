@@ -103,7 +103,8 @@ def bench_bf16() -> list[dict]:
         low, t16 = timed(model.to(torch.bfloat16).upscale, x, (300, 400))
         model.float()
         err = (low - ref).abs()
-        rows.append({"model": name, "input": (120, 160), "output": (300, 400), "max_abs_err": round(float(err.max()), 4),
+        rows.append({"model": name, "input": (120, 160), "output": (300, 400),
+                     "max_abs_err": round(float(err.max()), 4),
                      "mean_abs_err": round(float(err.mean()), 5),
                      "psnr_vs_fp32_db": round(float(-10 * torch.log10((low - ref).pow(2).mean())), 2),
                      "fp32_s": round(t32, 2), "bf16_s": round(t16, 2)})

@@ -64,7 +64,7 @@ class CocoDetection(torch.utils.data.Dataset):
                                                     canvas_size=pixels.shape[-2:]),
                   "labels": torch.tensor([c for _, c in anns], dtype=torch.int64)}
         if self.transform is not None:
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)  # v2 draws from it (torch.manual_seed also seeds CUDA: slow)
             sample = self.transform(sample)
         image = sample["image"].as_subclass(torch.Tensor).clamp(0, 1)
         h, w = image.shape[-2:]

@@ -37,17 +37,18 @@ def detr_target_size(h: int, w: int, shortest_edge: int = 800, longest_edge: int
 def normalize_and_pad(images: list[torch.Tensor], mean, std) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalise each ``[3, H, W]`` image in [0, 1] and pad the batch bottom/right with zeros (DETR's convention);
     ``pixel_mask`` is 1 on real pixels. Returns ``(pixel_values [B, 3, H, W], pixel_mask [B, H, W])``."""
-    mean = torch.as_tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    std = torch.as_tensor(std, dtype=torch.float32).view(3, 1, 1)
+    device = images[0].device  # built where the images are (a GPU pipeline stays on the GPU)
+    mean = torch.as_tensor(mean, dtype=torch.float32, device=device).view(3, 1, 1)
+    std = torch.as_tensor(std, dtype=torch.float32, device=device).view(3, 1, 1)
     height = max(int(im.shape[-2]) for im in images)
     width = max(int(im.shape[-1]) for im in images)
-    pixel_values = torch.zeros(len(images), 3, height, width)
-    pixel_mask = torch.zeros(len(images), height, width, dtype=torch.int64)
+    pixel_values = torch.zeros(len(images), 3, height, width, device=device)
+    pixel_mask = torch.zeros(len(images), height, width, dtype=torch.int64, device=device)
     for i, im in enumerate(images):
         if im.ndim != 3 or im.shape[0] != 3:
             raise ValueError(f"expected images of shape [3, H, W], got {tuple(im.shape)}")
         h, w = im.shape[-2:]
-        pixel_values[i, :, :h, :w] = (im.float().cpu() - mean) / std
+        pixel_values[i, :, :h, :w] = (im.to(device, torch.float32) - mean) / std
         pixel_mask[i, :h, :w] = 1
     return pixel_values, pixel_mask
 
@@ -105,9 +106,8 @@ class Detector:
         """FLOPs of one forward pass at input ``size`` (H, W), by ``ardet.flops`` (CPU attention included)."""
         from ardet.flops import count_flops
 
-        pixel_values, pixel_mask = self.preprocess([torch.zeros(3, *size)])
-        return count_flops(self.model, pixel_values=pixel_values.to(self.device),
-                           pixel_mask=pixel_mask.to(self.device))[1]
+        pixel_values, pixel_mask = self.preprocess([torch.zeros(3, *size, device=self.device)])
+        return count_flops(self.model, pixel_values=pixel_values, pixel_mask=pixel_mask)[1]
 
     @torch.inference_mode()
     def detect(self, images: list[torch.Tensor], original_sizes: list[tuple[int, int]]) -> list[Detections]:

@@ -109,15 +109,16 @@ def _read_json(spec: str | Path, name: str, local: bool, required: bool = True) 
         path = Path(spec) / name
         return json.loads(path.read_text()) if path.is_file() else None
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import RemoteEntryNotFoundError
+    from huggingface_hub.errors import LocalEntryNotFoundError, RemoteEntryNotFoundError
 
     try:
         return json.loads(Path(hf_hub_download(str(spec), name)).read_text())
-    except RemoteEntryNotFoundError:
-        if required:
+    except Exception as e:
+        if not required and isinstance(e, (RemoteEntryNotFoundError, LocalEntryNotFoundError)):
+            return None
+        if isinstance(e, RemoteEntryNotFoundError):
             raise FileNotFoundError(f"detector {spec!r}: the hub repository has no {name}") from None
-        return None
-    except Exception as e:  # offline and not cached, unknown repo, no network: one clear message
+        # Offline and not cached, unknown repository, no network: one message that says what to do.
         raise FileNotFoundError(
             f"detector {spec!r} is not a local model folder or YAML config, and the hub cannot provide it "
             f"({type(e).__name__}). Online, a hub id such as facebook/detr-resnet-50 downloads once into the cache; "
@@ -187,11 +188,12 @@ def set_trainable(model: nn.Module, freeze_backbone: bool) -> None:
     """Explicit freezing: everything trains except, if asked, the CNN backbone. transformers' own choice is wrong
     for some backbones (native ResNet frozen entirely by a name check, timm not at all)."""
     for name, p in model.named_parameters():
-        p.requires_grad_(not (freeze_backbone and _in_backbone(name)))
+        p.requires_grad_(not (freeze_backbone and in_backbone(name)))
 
 
-def _in_backbone(name: str) -> bool:
-    return ".backbone." in f".{name}"
+def in_backbone(parameter_name: str) -> bool:
+    """Whether a parameter belongs to the CNN backbone (``model.backbone.*`` in every DETR-family model)."""
+    return ".backbone." in f".{parameter_name}"
 
 
 def use_trainable_batchnorm(model: nn.Module) -> None:

@@ -24,7 +24,7 @@ from ardet.images import load_image
 from detector.config import DetectorConfig
 from detector.data import CocoDetection, StepSampler, augmentation, read_coco
 from detector.detect import IMAGENET_MEAN, IMAGENET_STD, Detector, detr_target_size, normalize_and_pad
-from detector.model import (BEST, LAST, build_model, load_model, map_labels, set_trainable,
+from detector.model import (BEST, LAST, build_model, in_backbone, load_model, map_labels, set_trainable,
                             use_trainable_batchnorm)
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,8 @@ def train_detector(cfg: DetectorConfig, progress: bool = True) -> dict:
     set_trainable(model, t.freeze_backbone)
     model.to(t.device)
 
-    backbone = [p for n, p in model.named_parameters() if p.requires_grad and ".backbone." in f".{n}"]
-    rest = [p for n, p in model.named_parameters() if p.requires_grad and ".backbone." not in f".{n}"]
+    backbone = [p for n, p in model.named_parameters() if p.requires_grad and in_backbone(n)]
+    rest = [p for n, p in model.named_parameters() if p.requires_grad and not in_backbone(n)]
     optimizer = torch.optim.AdamW([{"params": rest, "lr": t.lr}, {"params": backbone, "lr": t.backbone_lr}],
                                   weight_decay=t.weight_decay)
     drop_at = int(t.steps * t.lr_drop_at)
@@ -97,7 +97,8 @@ def train_detector(cfg: DetectorConfig, progress: bool = True) -> dict:
             loss_avg = loss.item() if math.isnan(loss_avg) else 0.95 * loss_avg + 0.05 * loss.item()
             bar.set_postfix(loss=f"{loss_avg:.3f}", AP=f"{metrics.get('AP', math.nan):.3f}")
             bar.update()
-            history.write({"step": step, "loss": loss.item(), "grad_norm": float(grad_norm), "lr": lr,
+            history.write({"step": step, "loss": loss.item(), "lr": lr,
+                           "grad_norm": float(grad_norm) if torch.isfinite(grad_norm) else None,
                            **{k: float(v.detach()) for k, v in output.loss_dict.items() if not k[-1].isdigit()}})
             if data.val_json and (step % t.val_every == 0 or step == t.steps):
                 metrics = evaluate(detector, data.val_json, data.val_images, t.val_size, t.max_size)

@@ -9,7 +9,7 @@ A policy is any object with ``name`` and ``__call__(LoadedImage) -> ImageResult`
 :class:`CostMeter`. Concrete policies live in ``pipeline.policies``.
 """
 from eval.coco import CocoDataset, load_coco_json, read_image_ids, validate_coco
-from eval.config import DatasetConfig, DetectorConfig, EvalConfig, check_resumable
+from eval.config import DatasetConfig, DetectorSpec, EvalConfig, check_resumable
 from eval.cost import STAGES, CostMeter
 from eval.harness import check_fresh, finalize, image_record, run_evaluation
 from eval.metrics import BACKENDS, STAT_NAMES, CocoMetrics, check_detections, evaluate_bbox
@@ -18,7 +18,7 @@ from eval.report import pareto_front, write_report
 
 __all__ = [
     "CocoDataset", "load_coco_json", "read_image_ids", "validate_coco",
-    "DatasetConfig", "DetectorConfig", "EvalConfig", "check_resumable",
+    "DatasetConfig", "DetectorSpec", "EvalConfig", "check_resumable",
     "STAGES", "CostMeter",
     "check_fresh", "finalize", "image_record", "run_evaluation",
     "BACKENDS", "STAT_NAMES", "CocoMetrics", "check_detections", "evaluate_bbox",

@@ -22,7 +22,9 @@ class DatasetConfig:
 
 
 @dataclass
-class DetectorConfig:
+class DetectorSpec:
+    """Which detector an evaluation runs (a detector.load_detector spec) and how its outputs are decoded."""
+
     spec: str = ""  # detector.load_detector spec: hub id, save_pretrained dir, or a project YAML (random init)
     threshold: float = 0.0
     top_k: int = 100
@@ -31,7 +33,7 @@ class DetectorConfig:
 @dataclass
 class EvalConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    detector: DetectorSpec = field(default_factory=DetectorSpec)
     # Each entry: {kind: NAME, ...the kind's options}; kinds are registered in pipeline.policies.
     policies: list[dict[str, Any]] = field(default_factory=list)
     # Grids of policies: each entry is a policy entry plus ``sweep: {option: [values, ...]}``; it stands for one

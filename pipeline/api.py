@@ -15,13 +15,13 @@ import torch
 
 from ardet.config import from_dict, load_config
 from ardet.images import ImageSource, LoadedImage, to_image
-from eval.config import DetectorConfig
+from eval.config import DetectorSpec
 from pipeline.policies import PolicyContext, SinglePassPolicy, build_policy
 
 
 @dataclass
 class PipelineConfig:
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    detector: DetectorSpec = field(default_factory=DetectorSpec)
     policy: dict[str, Any] = field(default_factory=lambda: {"kind": "fixed", "short": 800})
     categories: str | None = None  # a COCO JSON whose categories the detector's classes map to; None: the model's ids
     device: str = "cpu"

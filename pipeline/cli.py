@@ -24,6 +24,7 @@ COMMANDS = [
     "coco_eval",
     "train_scale",
     "sweep",
+    "demo",
 ]
 
 

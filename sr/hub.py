@@ -96,7 +96,8 @@ def from_official(ckpt, source="checkpoint") -> LIIF:
         args = {k: spec["args"][k] for k in ("encoder_spec", "imnet_spec")}
     except (KeyError, TypeError, IndexError):
         found = sorted(map(str, ckpt)) if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"{source}: not a LIIF checkpoint: expected {{'model': {{'name', 'args': {{encoder_spec, imnet_spec}}, 'sd'}}}}, "
+        raise ValueError(f"{source}: not a LIIF checkpoint: expected "
+                         f"{{'model': {{'name', 'args': {{encoder_spec, imnet_spec}}, 'sd'}}}}, "
                          f"found {found}") from None
     if name != "liif":
         raise ValueError(f"{source}: model name {name!r}, expected 'liif' (LIIF with feature unfold, local ensemble, "

@@ -105,7 +105,8 @@ class LIIF(nn.Module):
                 shifted.clamp_(-1 + 1e-6, 1 - 1e-6)
                 q_feat = _sample_nearest(feat, shifted)
                 rel = (coord - _sample_nearest(feat_coord, shifted)) * scale
-                pred = self.imnet(torch.cat([q_feat[..., :self.imnet.layers[0].in_features - 4], rel, cell * scale], -1))
+                n_feat = self.imnet.layers[0].in_features - 4
+                pred = self.imnet(torch.cat([q_feat[..., :n_feat], rel, cell * scale], -1))
                 preds.append(pred + q_feat[..., -3:] if self.lr_skip else pred)
                 areas.append((rel[..., 0] * rel[..., 1]).abs() + 1e-9)
         total = torch.stack(areas).sum(0)

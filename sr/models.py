@@ -1,8 +1,8 @@
 """LIIF networks (Chen et al., CVPR 2021) in the reference's house style: ``register``/``make`` over specs
 ``{name, args}``; parameter names follow the reference so that its state dicts load by an explicit, checked map.
 
-Encoders return a feature map at the input resolution (no upsampler). :class:`LIIF` holds an encoder and the MLP
-``imnet`` that decodes a colour from [3x3-unfolded feature, offset to the LR cell centre, output cell size].
+Encoders return a feature map at the input resolution (no upsampler). :class:`sr.liif.LIIF` holds an encoder and
+the MLP ``imnet`` that decodes a colour from [3x3-unfolded feature, offset to the LR cell centre, output cell size].
 """
 from __future__ import annotations
 

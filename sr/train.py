@@ -129,7 +129,7 @@ def train(cfg: Config) -> Path:
         for group in opt.param_groups:
             group["lr"] = cfg.train.lr * cfg.train.gamma ** ((step - 1) // cfg.train.decay_every)
         lr, coord, cell, gt = sample_batch(images, cfg.data, cfg.train.batch, gen)
-        # query_folded computes query_rgb's function (tested equal), with cheaper gradients: no 9x unfold, no grid_sample
+        # query_folded is query_rgb's function (tested equal) with cheaper gradients: no 9x unfold, no grid_sample
         loss = F.l1_loss(model.query_folded(lr, coord, cell), (gt - 0.5) / 0.5)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -259,6 +259,34 @@ def test_legacy_backbone_kwargs_config_loads_offline(tmp_path):
     torch.testing.assert_close(got.pred_boxes, expected.pred_boxes)
 
 
+def test_hub_id_loads_from_the_cache_offline(tmp_path, monkeypatch):
+    """A hub id resolves through huggingface_hub's cache with the network off, with the repo's normalisation."""
+    import huggingface_hub.constants
+
+    repo = tmp_path / "models--someorg--tiny-detr"
+    snapshot = repo / "snapshots" / ("a" * 40)
+    build_model(tiny_config()).save_pretrained(snapshot)
+    (snapshot / "preprocessor_config.json").write_text(json.dumps(
+        {"do_normalize": True, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    det = load_detector("someorg/tiny-detr")
+    assert type(det.model).__name__ == "DetrForObjectDetection" and det.category_ids == [0, 1, 2, 3, 4]
+    assert det.mean == (0.5, 0.5, 0.5) and det.std == (0.25, 0.25, 0.25)
+
+
+@pytest.mark.parametrize("arch", ["detr", "conditional_detr", "deformable_detr"])
+def test_each_family_builds_offline_and_detects_in_original_pixels(arch):
+    torch.manual_seed(6)
+    cfg = tiny_config(arch, num_labels=3, extra={"num_feature_levels": 1} if arch == "deformable_detr" else {})
+    det = Detector(build_model(cfg), {0: 5, 1: 6, 2: 7}, top_k=10)
+    dets = det.detect([torch.rand(3, 64, 96), torch.rand(3, 48, 48)], [(128, 192), (30, 30)])
+    for d, (h, w) in zip(dets, [(128, 192), (30, 30)]):
+        assert 0 < len(d) <= 10 and set(d.category_ids.tolist()) <= {5, 6, 7}
+        assert (d.boxes[:, 0] + d.boxes[:, 2] <= w + 1e-3).all() and (d.boxes[:, 1] + d.boxes[:, 3] <= h + 1e-3).all()
+
+
 def test_missing_model_is_one_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such model folder"):
         load_detector(str(tmp_path / "nowhere"))

@@ -1,0 +1,97 @@
+"""``ardet demo``: the whole mission on a CPU with the project's own data and models (what ``make demo`` runs)."""
+from pipeline.cli import add_command
+
+SWEEP = "configs/sweep/demo.yaml"
+
+
+def add_parser(sub) -> None:
+    p = add_command(sub, "demo", "generate the synthetic test split, sweep every policy with the shipped small models, "
+                    "write the trade-off report and example images, and upscale a real photo with the official LIIF",
+                    "ardet demo\n"
+                    "ardet demo --limit 20 --out runs/demo-quick")
+    p.add_argument("--out", default="runs/demo", help="run folder")
+    p.add_argument("--data", default="data/demo", help="where the synthetic data is generated")
+    p.add_argument("--limit", type=int, help="evaluate only the first N test images")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import argparse
+    from pathlib import Path
+
+    from ardet.synthetic import make_dataset
+    from pipeline.commands import sweep
+
+    root = Path(__file__).resolve().parents[2]  # the repository: configs/ and models/ live there
+    out = Path(args.out)
+    make_dataset(args.data, seed=0, num_train=0, num_val=0, num_test=100, progress=not args.no_progress)
+    overrides = [f"dataset.annotations={args.data}/test/annotations.json", f"dataset.images={args.data}/test/images",
+                 f"detector.spec={root / 'models/detector-demo'}"]
+    resume = (out / "config.yaml").exists()  # a second `ardet demo` finishes or reuses the first run
+    sweep.run(argparse.Namespace(config=str(root / SWEEP), overrides=overrides, out=str(out), limit=args.limit,
+                                 image_ids=None, resume=resume, no_progress=args.no_progress))
+    draw_examples(out, Path(args.data) / "test", root)
+    upscale_photo(out / "liif")
+    print(f"\nreport: {out / 'report.md'}\nplot:   {out / 'pareto.png'}\nexamples: {out / 'examples'}/\n"
+          f"official LIIF on a real photo: {out / 'liif'}/")
+    return 0
+
+
+def draw_examples(out, split_dir, root, per_kind: int = 1) -> None:
+    """One test image of each kind (large, small, mixed objects), drawn at the sizes the fixed-192 and adaptive
+    policies chose for it, with their detections."""
+    import json
+
+    from detector import Detections
+    from eval import CocoDataset
+    from pipeline import AdaptivePipeline
+    from pipeline.commands.detect import draw_detections
+
+    gt = json.loads((split_dir / "annotations.json").read_text())
+    names = {c["id"]: c["name"] for c in gt["categories"]}
+    picks = [next(im for im in gt["images"] if im["kind"] == kind) for kind in ("large", "small", "mixed")]
+    data = CocoDataset(split_dir / "annotations.json", split_dir / "images", image_ids=[im["id"] for im in picks])
+    detector = {"spec": str(root / "models/detector-demo"), "threshold": 0.3}
+    pipelines = {
+        "fixed192": {"kind": "fixed", "short": 192, "max_size": 512},
+        "adaptive": {"kind": "adaptive", "predictor": str(root / "models/scale-predictor-demo/predictor.safetensors"),
+                     "resampler": "bilinear", "knob": 0.5}}
+    for name, policy in pipelines.items():
+        pipe = AdaptivePipeline.from_config({"detector": detector, "policy": policy,
+                                             "categories": str(split_dir / "annotations.json")})
+        for info in picks:
+            image = data.load(info["id"])
+            prep = pipe.preprocess(image)
+            result = pipe(image)
+            (h, w), (hh, ww) = image.size, prep.size
+            scale = result.detections.boxes.new_tensor([ww / w, hh / h, ww / w, hh / h])
+            at_size = Detections(result.detections.boxes * scale, result.detections.scores,
+                                 result.detections.category_ids)
+            draw_detections(prep.pixels, at_size, names, out / "examples" / f"{info['kind']}-{name}-{hh}x{ww}.png")
+
+
+def upscale_photo(out, scale: float = 2.37) -> None:
+    """A real photograph (matplotlib's bundled Grace Hopper portrait, cropped) upscaled by a non-integer factor with
+    the official EDSR-baseline-LIIF weights, beside bicubic; skipped with a note if the weights were not pulled."""
+    import matplotlib.cbook
+    import torch
+    from PIL import Image
+
+    import sr
+    from ardet.images import load_image
+
+    try:
+        model = sr.load_model("liif-edsr-baseline")
+    except FileNotFoundError as e:
+        print(f"skipping the official LIIF example: {e}")
+        return
+    photo = load_image(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    crop = photo.pixels[:, 150:310, 180:340][None]  # the face and glasses, 160x160
+    size = (round(160 * scale), round(160 * scale))
+    out.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        outputs = {"liif": model.upscale(crop, size), "bicubic": sr.resize(crop, size, "bicubic"), "input": crop}
+    for name, x in outputs.items():
+        array = (x[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
+        Image.fromarray(array).save(out / f"grace_hopper-{name}-{x.shape[-2]}x{x.shape[-1]}.png")
