@@ -72,33 +72,36 @@ class Preprocessed:
 class AdaptivePipeline:
     """A policy (fixed, adaptive, cascade, ...) with its detector, callable on paths, PIL images or tensors."""
 
-    def __init__(self, policy, exif: str = "ignore"):
-        self.policy, self.exif = policy, exif
+    def __init__(self, policy, detector, exif: str = "ignore", category_names: dict[int, str] | None = None):
+        self.policy, self.detector, self.exif = policy, detector, exif
+        self.category_names = category_names or {
+            category: detector.model.config.id2label[label] for label, category in detector.label_map.items()}
 
     @classmethod
     def from_config(cls, config: str | Path | dict, overrides: Sequence[str] = ()) -> "AdaptivePipeline":
         """From a YAML file or a dict shaped like :class:`PipelineConfig` (``--set``-style ``overrides`` apply)."""
         from ardet.config import apply_overrides
         from detector import load_detector
-        from eval.coco import load_coco_json
 
         if isinstance(config, dict):
             cfg = from_dict(PipelineConfig, apply_overrides(config, list(overrides)))
         else:
             cfg = load_config(PipelineConfig, config, list(overrides))
-        categories = load_coco_json(cfg.categories)["categories"] if cfg.categories else None
+        categories = read_categories(cfg.categories) if cfg.categories else None
         detector = load_detector(cfg.detector.spec, device=cfg.device, threshold=cfg.detector.threshold,
                                  top_k=cfg.detector.top_k, categories=categories)
-        return cls(build_policy(cfg.policy, PolicyContext(detector, cfg.device)), exif=cfg.exif)
+        names = {c["id"]: c["name"] for c in categories} if categories else None
+        return cls(build_policy(cfg.policy, PolicyContext(detector, cfg.device)), detector, cfg.exif, names)
 
-    def _load(self, image: ImageSource | LoadedImage) -> LoadedImage:
+    def load(self, image: ImageSource | LoadedImage) -> LoadedImage:
+        """Any accepted image source as a :class:`ardet.LoadedImage`, with this pipeline's EXIF policy."""
         return to_image(image, exif=self.exif)
 
     def __call__(self, images: ImageSource | LoadedImage | list) -> PipelineResult | list[PipelineResult]:
         """Detect on one image or a list (each at its own chosen size); boxes in each image's original pixels."""
         if isinstance(images, list):
             return [self(im) for im in images]
-        image = self._load(images)
+        image = self.load(images)
         r = self.policy(image)
         return PipelineResult(image.id, r.detections, r.size, r.factor, r.resampler, r.flops, r.seconds, r.extra)
 
@@ -107,7 +110,24 @@ class AdaptivePipeline:
         if not isinstance(self.policy, SinglePassPolicy):
             raise ValueError(f"policy {self.policy.name!r} needs the detector to choose a size (e.g. a cascade); "
                              f"preprocess works with fixed and adaptive policies")
-        image = self._load(image)
+        image = self.load(image)
         x, size, factor, used = self.policy.preprocess(image)
         costs = self.policy.meter.take()
         return Preprocessed(x[0].cpu(), image.size, size, factor, used, costs["flops"], costs["seconds"])
+
+
+def read_categories(path: str | Path) -> list[dict]:
+    """The ``categories`` list of a COCO JSON (a full annotation file or just ``{"categories": [...]}``)."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"categories file not found: {path}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON: {e}") from None
+    categories = data.get("categories") if isinstance(data, dict) else None
+    if not isinstance(categories, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("id"), int) and isinstance(c.get("name"), str) for c in categories):
+        raise ValueError(f"{path}: needs a 'categories' list of {{id: int, name: str}} entries")
+    return categories

@@ -114,22 +114,28 @@ class SinglePassPolicy:
 
 
 class FixedPolicy(SinglePassPolicy):
-    """Every image at DETR's size rule (shortest edge ``short``, longest at most ``max_size``), rendered by
-    ``resampler``: ``bilinear``/``bicubic`` interpolation (antialiased where it shrinks) or ``liif`` (``sr_model``
-    where the image grows on an axis, bilinear otherwise)."""
+    """Every image at DETR's size rule (shortest edge ``short``, longest at most ``max_size``), or at ``scale`` times
+    its own size when given, rendered by ``resampler``: ``bilinear``/``bicubic`` interpolation (antialiased where it
+    shrinks) or ``liif`` (``sr_model`` where the image grows on an axis, bilinear otherwise)."""
 
     adaptive = False  # the size follows from the image's shape only, not its content
 
     def __init__(self, detector: Detector, short: int = 800, max_size: int = 1333, resampler: str = "bilinear",
-                 sr_model: torch.nn.Module | None = None, name: str | None = None):
+                 sr_model: torch.nn.Module | None = None, name: str | None = None, scale: float | None = None):
         super().__init__(detector, resampler, sr_model, "fixed")
         if not 0 < short <= max_size:
             raise ValueError(f"fixed policy: need 0 < short <= max_size, got short={short}, max_size={max_size}")
-        self.short, self.max_size = short, max_size
-        self.name = name or f"fixed-{short}-{resampler}" + (f"-max{max_size}" if max_size != 1333 else "")
+        if scale is not None and not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"fixed policy: scale must be a positive number, got {scale}")
+        self.short, self.max_size, self.scale = short, max_size, scale
+        size_rule = f"x{scale:g}" if scale is not None else f"{short}"
+        self.name = name or f"fixed-{size_rule}-{resampler}" + (
+            f"-max{max_size}" if max_size != 1333 and scale is None else "")
 
     def decide(self, image: LoadedImage) -> tuple[tuple[int, int], float]:
         h, w = image.size
+        if self.scale is not None:
+            return (max(1, round(h * self.scale)), max(1, round(w * self.scale))), self.scale
         return detr_target_size(h, w, self.short, self.max_size), detr_scale(h, w, self.short, self.max_size)
 
 
@@ -274,6 +280,7 @@ def detr_scale(h: int, w: int, short: int, max_size: int) -> float:
 class FixedOptions:
     short: int = 800
     max_size: int = 1333
+    scale: float | None = None  # instead of the DETR rule: every image at scale x its own size
     resampler: str = "bilinear"
     sr_model: str | None = None  # resampler liif: a sr.load_model name or checkpoint path
     name: str | None = None
@@ -283,7 +290,7 @@ class FixedOptions:
 def build_fixed(entry: dict, context: PolicyContext) -> FixedPolicy:
     o = from_dict(FixedOptions, entry, prefix="policies[fixed].")
     return FixedPolicy(context.detector, o.short, o.max_size, o.resampler, _resampler_model(o, context, "fixed"),
-                       o.name)
+                       o.name, o.scale)
 
 
 def _resampler_model(o, context: PolicyContext, kind: str) -> torch.nn.Module | None:

@@ -1,20 +1,37 @@
 """``ardet detect``: run a detector on images at a chosen input size; COCO-format results, optional drawing."""
+import sys
+
 from pipeline.cli import add_command
 
 
 def add_parser(sub) -> None:
-    p = add_command(sub, "detect", "detect objects in images with a DETR-family detector; boxes in original pixels",
+    p = add_command(sub, "detect", "detect objects in images with a DETR-family detector at the input size a policy "
+                    "chooses (fixed, adaptive or cascade); boxes in original pixels",
                     "ardet detect photo.jpg --detector facebook/detr-resnet-50 --draw photo-dets.png\n"
                     "ardet detect a.jpg b.jpg --size 480 --threshold 0.5 --out dets.json\n"
-                    "ardet detect img.png --detector runs/tiny-conditional-detr --scale 1.5 --categories val.json")
+                    "ardet detect img.png --detector runs/tiny-conditional-detr --scale 1.5 --categories val.json\n"
+                    "ardet detect img.png --detector models/detector-demo --policy adaptive \\\n"
+                    "    --predictor models/scale-predictor-demo/predictor.safetensors --knob 0.5\n"
+                    "ardet detect img.png --detector models/detector-demo --policy cascade --low 128 --high 256")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--detector", default="facebook/detr-resnet-50",
                    help="hub id (online), model folder (save_pretrained or train-detector output), or YAML config")
+    p.add_argument("--policy", choices=("fixed", "adaptive", "cascade"), default="fixed",
+                   help="how each image's input size is chosen")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--size", type=int, default=800,
-                      help="shortest edge of the detector input, longest capped at --max-size (DETR's rule)")
-    size.add_argument("--scale", type=float, help="input size = original size x SCALE instead of --size")
-    p.add_argument("--max-size", type=int, default=1333, help="longest edge cap with --size")
+                      help="fixed: shortest edge of the detector input, longest capped at --max-size (DETR's rule)")
+    size.add_argument("--scale", type=float, help="fixed: input size = original size x SCALE instead of --size")
+    p.add_argument("--max-size", type=int, default=1333, help="longest edge cap with --size (and the cascade)")
+    p.add_argument("--resampler", choices=("bilinear", "bicubic", "liif"), default="bilinear",
+                   help="how images are resized; liif: --sr-model where the image grows")
+    p.add_argument("--sr-model", help="LIIF model name or checkpoint for --resampler liif")
+    p.add_argument("--predictor", help="adaptive (and cascade second pass): scale predictor checkpoint")
+    p.add_argument("--knob", type=float, help="trade-off knob in [0, 1] of a knob-conditioned predictor")
+    p.add_argument("--low", type=int, default=512, help="cascade: first-pass short side")
+    p.add_argument("--high", type=int, help="cascade: second-pass short side (else --predictor decides)")
+    p.add_argument("--uncertainty", type=float, default=0.5,
+                   help="cascade: re-run when 1 - mean top-5 score of the first pass reaches this")
     p.add_argument("--threshold", type=float, default=0.5, help="keep detections scoring above this")
     p.add_argument("--top-k", type=int, default=100, help="at most this many detections per image")
     p.add_argument("--categories", help="COCO JSON whose categories the detector's classes are mapped to")
@@ -24,37 +41,37 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def policy_entry(args) -> dict:
+    """The policy config entry the command-line options describe."""
+    resample = {"resampler": args.resampler, "sr_model": args.sr_model}
+    if args.policy == "fixed":
+        return {"kind": "fixed", "short": args.size, "max_size": args.max_size, "scale": args.scale, **resample}
+    if args.policy == "adaptive":
+        return {"kind": "adaptive", "predictor": args.predictor, "knob": args.knob, **resample}
+    return {"kind": "cascade", "low": args.low, "high": args.high, "predictor": args.predictor, "knob": args.knob,
+            "max_size": args.max_size, "threshold": args.uncertainty, **resample}
+
+
 def run(args) -> int:
     import json
     from pathlib import Path
 
-    import sr
     from ardet.files import atomic_write_json
-    from ardet.images import load_image
-    from detector import detr_target_size, load_detector
+    from pipeline import AdaptivePipeline
 
-    categories = json.loads(Path(args.categories).read_text())["categories"] if args.categories else None
-    if args.scale is not None and args.scale <= 0:
-        raise ValueError(f"--scale must be positive, got {args.scale}")
-    det = load_detector(args.detector, device=args.device, threshold=args.threshold, top_k=args.top_k,
-                        categories=categories)
-    names = {c["id"]: c["name"] for c in categories} if categories else \
-        {det.label_map[i]: det.model.config.id2label[i] for i in det.label_map}
+    pipe = AdaptivePipeline.from_config({
+        "detector": {"spec": args.detector, "threshold": args.threshold, "top_k": args.top_k},
+        "policy": policy_entry(args), "categories": args.categories, "device": args.device})
     results = []
-    for n, path in enumerate(args.images):
-        image = load_image(path)
-        h, w = image.size
-        if args.scale is not None:
-            size = (max(1, round(h * args.scale)), max(1, round(w * args.scale)))
-        else:
-            size = detr_target_size(h, w, args.size, args.max_size)
-        pixels = sr.resize(image.pixels[None], size)[0]
-        dets = det.detect([pixels], [image.size])[0]
-        image_id = int(image.id) if str(image.id).isdigit() else image.id
-        results += dets.to_coco(image_id)
+    for path in args.images:
+        result = pipe(path)
+        image_id = int(result.image_id) if str(result.image_id).isdigit() else result.image_id
+        results += result.detections.to_coco(image_id)
+        print(f"{path}: {len(result.detections)} detections at {result.size[0]}x{result.size[1]} "
+              f"({result.resampler}), {sum(result.flops.values()) / 1e9:.2f} GFLOPs", file=sys.stderr)
         if args.draw:
             target = Path(args.draw) if len(args.images) == 1 else Path(args.draw) / f"{Path(path).stem}.png"
-            draw_detections(image.pixels, dets, names, target)
+            draw_detections(pipe.load(path).pixels, result.detections, pipe.category_names, target)
     if args.out:
         atomic_write_json(args.out, results)
         print(f"{len(results)} detections in {len(args.images)} image(s) -> {args.out}")
