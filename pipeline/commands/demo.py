@@ -23,22 +23,23 @@ def run(args) -> int:
     from ardet.synthetic import make_dataset
     from pipeline.commands import sweep
 
-    root = Path(__file__).resolve().parents[2]  # the repository: configs/ and models/ live there
+    if not Path(SWEEP).is_file():
+        raise FileNotFoundError(f"{SWEEP} not found: run `ardet demo` from the repository root, where configs/ and "
+                                f"models/ (the shipped demo models) are")
     out = Path(args.out)
     make_dataset(args.data, seed=0, num_train=0, num_val=0, num_test=100, progress=not args.no_progress)
-    overrides = [f"dataset.annotations={args.data}/test/annotations.json", f"dataset.images={args.data}/test/images",
-                 f"detector.spec={root / 'models/detector-demo'}"]
+    overrides = [f"dataset.annotations={args.data}/test/annotations.json", f"dataset.images={args.data}/test/images"]
     resume = (out / "config.yaml").exists()  # a second `ardet demo` finishes or reuses the first run
-    sweep.run(argparse.Namespace(config=str(root / SWEEP), overrides=overrides, out=str(out), limit=args.limit,
+    sweep.run(argparse.Namespace(config=SWEEP, overrides=overrides, out=str(out), limit=args.limit,
                                  image_ids=None, resume=resume, no_progress=args.no_progress))
-    draw_examples(out, Path(args.data) / "test", root)
+    draw_examples(out, Path(args.data) / "test")
     upscale_photo(out / "liif")
     print(f"\nreport: {out / 'report.md'}\nplot:   {out / 'pareto.png'}\nexamples: {out / 'examples'}/\n"
           f"official LIIF on a real photo: {out / 'liif'}/")
     return 0
 
 
-def draw_examples(out, split_dir, root, per_kind: int = 1) -> None:
+def draw_examples(out, split_dir) -> None:
     """One test image of each kind (large, small, mixed objects), drawn at the sizes the fixed-192 and adaptive
     policies chose for it, with their detections."""
     import json
@@ -52,10 +53,10 @@ def draw_examples(out, split_dir, root, per_kind: int = 1) -> None:
     names = {c["id"]: c["name"] for c in gt["categories"]}
     picks = [next(im for im in gt["images"] if im["kind"] == kind) for kind in ("large", "small", "mixed")]
     data = CocoDataset(split_dir / "annotations.json", split_dir / "images", image_ids=[im["id"] for im in picks])
-    detector = {"spec": str(root / "models/detector-demo"), "threshold": 0.3}
+    detector = {"spec": "models/detector-demo", "threshold": 0.3}
     pipelines = {
         "fixed192": {"kind": "fixed", "short": 192, "max_size": 512},
-        "adaptive": {"kind": "adaptive", "predictor": str(root / "models/scale-predictor-demo/predictor.safetensors"),
+        "adaptive": {"kind": "adaptive", "predictor": "models/scale-predictor-demo/predictor.safetensors",
                      "resampler": "bilinear", "knob": 0.5}}
     for name, policy in pipelines.items():
         pipe = AdaptivePipeline.from_config({"detector": detector, "policy": policy,
