@@ -6,7 +6,7 @@ ARDET  := $(VENV)/bin/ardet
 # One thread per process: stable and reproducible on small CPUs (2-thread runs can stall there).
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install test demo clean
+.PHONY: install test demo models clean
 
 install: $(VENV)/.installed
 
@@ -21,7 +21,17 @@ test: install
 
 demo: install
 	$(ARDET) weights pull liif-edsr-baseline
-	$(ARDET) info
+	$(ARDET) demo
+
+# Retrains the demo's shipped models (models/, sr/weights/) from scratch; `make demo` never trains.
+# About 1.5 hours on 2 CPU cores; see docs/models.md for each model's card.
+models: install
+	$(ARDET) make-data --out data/demo --seed 0
+	$(ARDET) train-detector --config configs/detector/demo-tiny.yaml
+	rm -rf models/detector-demo && mkdir -p models && cp -r runs/detector-demo/best models/detector-demo
+	$(ARDET) train-scale --config configs/scale_predictor/demo.yaml
+	mkdir -p models/scale-predictor-demo
+	cp runs/scale-predictor-demo/predictor.safetensors runs/scale-predictor-demo/predictor.json models/scale-predictor-demo/
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

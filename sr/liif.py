@@ -169,7 +169,7 @@ class LIIF(nn.Module):
 
     @torch.no_grad()
     def upscale(self, img: torch.Tensor, size: tuple[int, int], tile: int | None = 512,
-                chunk: int = 8192) -> torch.Tensor:
+                chunk: int = 2048) -> torch.Tensor:
         """[B, 3, h, w] in [0, 1] -> [B, 3, H, W] float32 in [0, 1], computing in the model's dtype. The encoder runs
         on LR tiles of about ``tile`` pixels a side (None: one tile), the decoder on about ``chunk`` queries at a
         time (small chunks keep the MLP's activations in cache)."""

@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 import sr
 from ardet.weights import weights_path
@@ -28,6 +29,16 @@ def test_official_edsr_baseline_liif_reproduces_set5(set5):
     for scale, liif, bicubic in ((2, 38.00, 33.67), (3, 34.42, 30.40), (4, 32.26, 28.43)):
         assert rows[scale]["liif_y"] == pytest.approx(liif, abs=0.05)
         assert rows[scale]["bicubic_y"] == pytest.approx(bicubic, abs=0.05)
+
+
+def test_official_weights_fast_path_equals_plain_at_border_sensitive_scales():
+    try:
+        model = sr.load_model("liif-edsr-baseline")
+    except FileNotFoundError as e:
+        pytest.skip(f"official weights cannot be loaded: {e}")
+    x = torch.rand(1, 3, 12, 14, generator=torch.Generator().manual_seed(0))
+    for size in [(12, 14), (36, 42), (29, 47)]:  # x1 and x3 put queries exactly on LR centres; non-integer
+        assert (model.upscale(x, size, tile=5) - model.upscale_plain(x, size)).abs().max() <= 1e-5
 
 
 def card_psnr() -> dict[int, float]:
