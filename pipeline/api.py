@@ -7,7 +7,7 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -15,6 +15,7 @@ import torch
 
 from ardet.config import from_dict, load_config
 from ardet.images import ImageSource, LoadedImage, to_image
+from eval import ImageResult
 from eval.config import DetectorSpec
 from pipeline.policies import PolicyContext, SinglePassPolicy, build_policy
 
@@ -33,18 +34,11 @@ class PipelineConfig:
 
 
 @dataclass(frozen=True)
-class PipelineResult:
-    """One image through the pipeline. ``detections``: COCO ``[x, y, w, h]`` boxes in original pixels, scores,
-    dataset category ids; ``size``: the (H, W) the detector saw; ``flops``/``seconds``: per stage."""
+class PipelineResult(ImageResult):
+    """One image through the pipeline: :class:`eval.ImageResult` (detections in original pixels, the (H, W) the
+    detector saw, factor, resampler, per-stage FLOPs and seconds, ...) and the image's id."""
 
-    image_id: Any
-    detections: Any  # detector.Detections
-    size: tuple[int, int]
-    factor: float
-    resampler: str
-    flops: dict[str, int]
-    seconds: dict[str, float]
-    extra: dict = field(default_factory=dict)
+    image_id: Any = None
 
     def to_coco(self) -> list[dict]:
         return self.detections.to_coco(self.image_id)
@@ -102,8 +96,8 @@ class AdaptivePipeline:
         if isinstance(images, list):
             return [self(im) for im in images]
         image = self.load(images)
-        r = self.policy(image)
-        return PipelineResult(image.id, r.detections, r.size, r.factor, r.resampler, r.flops, r.seconds, r.extra)
+        result = self.policy(image)
+        return PipelineResult(**{f.name: getattr(result, f.name) for f in fields(result)}, image_id=image.id)
 
     def preprocess(self, image: ImageSource | LoadedImage) -> Preprocessed:
         """The detection preprocessing stage alone: the image at the policy's size, with its factor and cost."""

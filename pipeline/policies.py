@@ -277,13 +277,19 @@ def detr_scale(h: int, w: int, short: int, max_size: int) -> float:
 
 
 @dataclass
-class FixedOptions:
+class PolicyOptions:
+    """What every policy kind's config entry takes."""
+
+    resampler: str = "bilinear"  # bilinear | bicubic | liif
+    sr_model: str | None = None  # resampler liif: a sr.load_model name or checkpoint path
+    name: str | None = None  # default: made from the options
+
+
+@dataclass
+class FixedOptions(PolicyOptions):
     short: int = 800
     max_size: int = 1333
     scale: float | None = None  # instead of the DETR rule: every image at scale x its own size
-    resampler: str = "bilinear"
-    sr_model: str | None = None  # resampler liif: a sr.load_model name or checkpoint path
-    name: str | None = None
 
 
 @register_policy("fixed")
@@ -303,12 +309,9 @@ def _resampler_model(o, context: PolicyContext, kind: str) -> torch.nn.Module | 
 
 
 @dataclass
-class AdaptiveOptions:
+class AdaptiveOptions(PolicyOptions):
     predictor: str = ""  # a scale predictor checkpoint (.safetensors)
-    resampler: str = "liif"
-    sr_model: str | None = None
     knob: float | None = None  # trade-off knob in [0, 1] for knob-conditioned predictors
-    name: str | None = None
 
 
 @register_policy("adaptive")
@@ -321,7 +324,7 @@ def build_adaptive(entry: dict, context: PolicyContext) -> AdaptivePolicy:
 
 
 @dataclass
-class CascadeOptions:
+class CascadeOptions(PolicyOptions):
     low: int = 512
     high: int | None = None  # a fixed second-pass short side, or None with `predictor` for a predicted one
     predictor: str | None = None
@@ -330,9 +333,6 @@ class CascadeOptions:
     score: str = "low_confidence"
     threshold: float = 0.5
     score_args: dict = field(default_factory=dict)  # top_k, band, tiny_side, confident: see pipeline.uncertainty
-    resampler: str = "bilinear"
-    sr_model: str | None = None
-    name: str | None = None
 
 
 @register_policy("cascade")
@@ -344,13 +344,10 @@ def build_cascade(entry: dict, context: PolicyContext) -> CascadePolicy:
 
 
 @dataclass
-class OracleOptions:
+class OracleOptions(PolicyOptions):
     short_sides: list[int] = field(default_factory=lambda: [480, 640, 800, 1024])
     max_size: int = 1333
     lam: float = 0.0  # GFLOPs penalty per image in the oracle's choice
-    resampler: str = "bilinear"
-    sr_model: str | None = None
-    name: str | None = None
 
 
 @register_policy("oracle")
