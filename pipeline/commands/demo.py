@@ -41,7 +41,7 @@ def run(args) -> int:
 
 def draw_examples(out, split_dir) -> None:
     """One test image of each kind (large, small, mixed objects), drawn at the sizes the fixed-192 and adaptive
-    policies chose for it, with their detections."""
+    (knob 0) policies chose for it, with their 10 best detections."""
     import json
 
     from detector import Detections
@@ -53,11 +53,11 @@ def draw_examples(out, split_dir) -> None:
     names = {c["id"]: c["name"] for c in gt["categories"]}
     picks = [next(im for im in gt["images"] if im["kind"] == kind) for kind in ("large", "small", "mixed")]
     data = CocoDataset(split_dir / "annotations.json", split_dir / "images", image_ids=[im["id"] for im in picks])
-    detector = {"spec": "models/detector-demo", "threshold": 0.3}
+    detector = {"spec": "models/detector-demo", "top_k": 10}  # this weak detector scores below 0.3
     pipelines = {
         "fixed192": {"kind": "fixed", "short": 192, "max_size": 512},
         "adaptive": {"kind": "adaptive", "predictor": "models/scale-predictor-demo/predictor.safetensors",
-                     "resampler": "bilinear", "knob": 0.5}}
+                     "resampler": "bilinear", "knob": 0.0}}
     for name, policy in pipelines.items():
         pipe = AdaptivePipeline.from_config({"detector": detector, "policy": policy,
                                              "categories": str(split_dir / "annotations.json")})
