@@ -3,7 +3,8 @@ from pipeline.cli import add_command
 
 
 def add_parser(sub) -> None:
-    p = add_command(sub, "info", "print versions of ardet and its stack and the devices torch sees",
+    p = add_command(sub, "info", "print versions of ardet and its stack, the devices torch sees and the weights "
+                    "cache folder",
                     "ardet info")
     p.set_defaults(func=run)
 
