@@ -37,7 +37,7 @@ def add_parser(sub) -> None:
     p.add_argument("--categories", help="COCO JSON whose categories the detector's classes are mapped to")
     p.add_argument("--out", help="write COCO results JSON here (default: print to stdout)")
     p.add_argument("--draw", help="draw boxes: an image file for one input, else a folder (one PNG per input)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
     p.set_defaults(func=run)
 
 

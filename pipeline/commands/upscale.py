@@ -14,7 +14,7 @@ def add_parser(sub) -> None:
     size.add_argument("--scale", type=float, help="factor for both axes (output size rounded)")
     size.add_argument("--size", help="exact output size HxW")
     p.add_argument("--model", default="liif-edsr-baseline", help="registered name or checkpoint path")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model runs")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--tile", type=int, default=512, help="encoder tile side in LR pixels (bounds memory)")
     p.add_argument("--liif-always", action="store_true", help="use LIIF even where the image shrinks")
