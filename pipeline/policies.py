@@ -201,7 +201,6 @@ class CascadePolicy:
             raise ValueError("cascade policy: give exactly one of a fixed `high` size and a scale predictor")
         if score not in UNCERTAINTY_SCORES:
             raise ValueError(f"cascade policy: score must be one of {', '.join(UNCERTAINTY_SCORES)}, got {score!r}")
-        self.low, self.max_size = low, max_size
         self.score, self.threshold, self.score_args = score, float(threshold), dict(score_args or {})
         self.fixed_low = FixedPolicy(detector, low, max_size, resampler, sr_model, name="low")
         self.high = (FixedPolicy(detector, high, max_size, resampler, sr_model, name="high") if predictor is None
