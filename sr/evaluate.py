@@ -1,9 +1,12 @@
 """The LIIF benchmark protocol: HR cropped to a multiple of the scale, LR by PIL bicubic (the reference's
 ``resize_fn``), PSNR on the Y channel shaving ``scale`` pixels per border (and RGB PSNR, same shave), averaged over
-images; PIL bicubic upsampling of the same LR as the control (reproduces the reference's bicubic rows)."""
+images; PIL bicubic upsampling of the same LR as the control (reproduces the reference's bicubic rows). Each row also
+carries the cost: MACs per output pixel (:func:`macs_per_px`) and wall time per output megapixel of the upscales."""
 from __future__ import annotations
 
+import copy
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -50,19 +53,55 @@ def image_paths(folder: str | Path) -> list[Path]:
     return paths
 
 
-def evaluate(model, folder: str | Path, scales=(2, 3, 4), progress: bool = False) -> list[dict]:
-    """One row per scale: mean PSNR (Y and RGB) of ``model.upscale`` and of bicubic over the images in ``folder``."""
+def bicubic_torch(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The model-free path the pipeline runs (``sr.resize`` bicubic): what the cost columns of bicubic measure."""
+    from sr.resample import resize
+
+    return resize(x, size, "bicubic")
+
+
+def macs_per_px(upscale, scale: int, lr_size: tuple[int, int] = (128, 128)) -> float:
+    """MACs per output pixel of ``upscale(x, size)`` (``ardet.flops.count_flops`` on the real forward) for one LR
+    input of ``lr_size`` upscaled ``scale`` times: per-LR-pixel work (the encoder) spreads over ``scale**2`` pixels."""
+    from ardet.flops import count_flops
+
+    size = (lr_size[0] * scale, lr_size[1] * scale)
+    _, count = count_flops(upscale, torch.rand(1, 3, *lr_size, generator=torch.Generator().manual_seed(0)), size)
+    return count.macs / (size[0] * size[1])
+
+
+def evaluate(model, folder: str | Path, scales=(2, 3, 4), progress: bool = False,
+             cost_lr_size: tuple[int, int] = (128, 128), bf16_time: bool = False) -> list[dict]:
+    """One row per scale: mean PSNR (Y and RGB) of ``model.upscale`` and of bicubic over the images in ``folder``;
+    MACs per output pixel of both on a ``cost_lr_size`` LR input; wall milliseconds per output megapixel of the
+    upscales of the images (the model in its dtype, bicubic by ``sr.resize``, and with ``bf16_time`` the model cast
+    to bfloat16 too)."""
     from tqdm import tqdm
 
     paths = image_paths(folder)
+    timed = {"liif": model.upscale, "bicubic": bicubic_torch}
+    if bf16_time:
+        timed["liif_bf16"] = copy.deepcopy(model).to(torch.bfloat16).upscale
+    for fn in timed.values():  # warm-up: first-call allocations and kernel selection stay out of the times
+        fn(torch.rand(1, 3, 16, 16), (32, 32))
     rows = []
     for scale in scales:
         totals = {"liif_y": 0.0, "liif_rgb": 0.0, "bicubic_y": 0.0, "bicubic_rgb": 0.0}
+        seconds, megapixels = dict.fromkeys(timed, 0.0), 0.0
         for path in tqdm(paths, desc=f"x{scale}", disable=not progress):
             lr, hr = benchmark_pair(Image.open(path), scale)
             size = tuple(hr.shape[-2:])
-            for key, out in (("liif", model.upscale(lr[None], size)[0]), ("bicubic", bicubic_pil(lr, size))):
+            megapixels += size[0] * size[1] / 1e6
+            outputs = {}
+            for key, fn in timed.items():
+                start = time.perf_counter()
+                outputs[key] = fn(lr[None], size)[0]
+                seconds[key] += time.perf_counter() - start
+            for key, out in (("liif", outputs["liif"]), ("bicubic", bicubic_pil(lr, size))):
                 totals[f"{key}_y"] += psnr(out, hr, scale) / len(paths)
                 totals[f"{key}_rgb"] += psnr(out, hr, scale, y_channel=False) / len(paths)
-        rows.append({"scale": scale, "images": len(paths), **{k: round(v, 4) for k, v in totals.items()}})
+        cost = {"liif_macs_per_px": round(macs_per_px(model.upscale, scale, cost_lr_size), 1),
+                "bicubic_macs_per_px": round(macs_per_px(bicubic_torch, scale, cost_lr_size), 1),
+                **{f"{key}_ms_per_mpx": round(1e3 * s / megapixels, 1) for key, s in seconds.items()}}
+        rows.append({"scale": scale, "images": len(paths), **{k: round(v, 4) for k, v in totals.items()}, **cost})
     return rows

@@ -85,16 +85,21 @@ def test_receptive_radius_and_reference_sizes():
     assert (count(edsr.encoder), count(rdn.encoder), count(edsr.imnet)) == (1_220_416, 21_973_952, 346_883)
 
 
+def edsr_baseline_liif_fast_macs(lr_px: int, out_px: int) -> int:
+    # liif-reference.md: encoder 1,218,240 MAC per LR pixel; the fast path's decoder 147,456 per LR pixel (MLP layer 0
+    # folded into a conv) + 791,552 per output pixel, + the cell term (2 inputs x 256) once.
+    return (1_218_240 + 147_456) * lr_px + 791_552 * out_px + 2 * 256
+
+
 def test_macs_match_reference_formulas():
-    # liif-reference.md: encoder 1,218,240 MAC per LR pixel; decoder 1,383,424 per output pixel (plain) and
-    # 147,456 per LR pixel + 791,552 per output pixel (fast, first layer folded).
+    # liif-reference.md: the plain path's decoder is 1,383,424 MAC per output pixel.
     model = sr.create_model("liif-edsr-baseline").eval()
     x, size = torch.rand(1, 3, 8, 10), (20, 24)
     lr_px, out_px = 80, 480
     _, plain = count_flops(model.upscale_plain, x, size)
     _, fast = count_flops(model.upscale, x, size)
     assert plain.macs == 1_218_240 * lr_px + 1_383_424 * out_px
-    assert fast.macs == (1_218_240 + 147_456) * lr_px + 791_552 * out_px + 2 * 256  # + the cell term, once
+    assert fast.macs == edsr_baseline_liif_fast_macs(lr_px, out_px)
 
 
 def test_official_format_round_trip_and_errors(tmp_path):
@@ -237,3 +242,15 @@ def test_psnr_protocol_and_sr_eval_command(tmp_path):
     rows = json.loads((tmp_path / "out.json").read_text())["rows"]
     assert [(r["scale"], r["images"]) for r in rows] == [(2, 2), (3, 2)]
     assert all(np.isfinite([r["liif_y"], r["liif_rgb"], r["bicubic_y"], r["bicubic_rgb"]]).all() for r in rows)
+    # Cost columns: an EDSR-baseline LIIF (random init) whose MACs per output pixel have a reference formula.
+    sr.save_model(sr.create_model("liif-edsr-baseline"), tmp_path / "edsr.safetensors")
+    assert main(["sr-eval", "--model", str(tmp_path / "edsr.safetensors"), "--data", str(tmp_path / "data"),
+                 "--scales", "2,3", "--cost-size", "8x10", "--bf16-time", "--json", str(tmp_path / "cost.json")]) == 0
+    report = json.loads((tmp_path / "cost.json").read_text())
+    assert report["cost_lr_size"] == [8, 10] and report["threads"] >= 1
+    for row, scale in zip(report["rows"], (2, 3), strict=True):
+        out_px = 80 * scale ** 2
+        assert row["liif_macs_per_px"] == round(edsr_baseline_liif_fast_macs(80, out_px) / out_px, 1)
+        assert row["bicubic_macs_per_px"] == 3 * 16  # upsample_bicubic2d: 16 taps per channel of an output pixel
+        assert all(row[k] > 0 for k in ("liif_ms_per_mpx", "bicubic_ms_per_mpx", "liif_bf16_ms_per_mpx"))
+    assert main(["sr-eval", "--model", "liif-small", "--data", str(tmp_path / "data"), "--cost-size", "6"]) == 2
