@@ -15,7 +15,7 @@ import torch
 import sr
 from ardet.config import from_dict
 from ardet.images import LoadedImage
-from detector import Detector, detr_target_size
+from detector import Detections, Detector, detr_target_size
 from eval import CostMeter, ImageResult, Policy
 
 PolicyBuilder = Callable[[dict, "PolicyContext"], Policy]
@@ -161,7 +161,7 @@ class AdaptivePolicy(SinglePassPolicy):
 UNCERTAINTY_SCORES = ("low_confidence", "ambiguous", "tiny")
 
 
-def uncertainty(detections: "Detections", input_size: tuple[int, int], original_size: tuple[int, int], score: str,
+def uncertainty(detections: Detections, input_size: tuple[int, int], original_size: tuple[int, int], score: str,
                 top_k: int = 5, band: tuple[float, float] = (0.2, 0.6), tiny_side: float = 16.0,
                 confident: float = 0.3) -> float:
     """Image-level uncertainty of a low-resolution pass (higher means a second, larger pass is more worth it).

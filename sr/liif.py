@@ -116,7 +116,7 @@ class LIIF(nn.Module):
     @torch.no_grad()
     def upscale_plain(self, img: torch.Tensor, size: tuple[int, int], chunk: int = 30000) -> torch.Tensor:
         """Reference inference: [B, 3, h, w] in [0, 1] -> [B, 3, H, W] in [0, 1]."""
-        (b, _, h, w), (H, W) = img.shape, _check_size(size)
+        b, (H, W) = img.shape[0], _check_size(size)
         feat = self.gen_feat(img.float())
         coord = grid_coord(H, W).view(1, -1, 2).expand(b, -1, -1)
         cell = torch.ones_like(coord)

@@ -12,7 +12,7 @@ import sr
 from ardet.flops import count_flops
 from ardet.images import LoadedImage
 from detector import Detections, load_detector
-from pipeline import (AdaptivePipeline, AdaptivePolicy, CascadePolicy, FixedPolicy, OraclePolicy, build_policies,
+from pipeline import (AdaptivePipeline, CascadePolicy, FixedPolicy, OraclePolicy, build_policies,
                       PolicyContext, uncertainty)
 from scale_predictor import create_predictor, save_predictor
 from scale_predictor.oracle import image_quality

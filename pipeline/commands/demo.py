@@ -44,7 +44,6 @@ def draw_examples(out, split_dir) -> None:
     (knob 0) policies chose for it, with their 10 best detections."""
     import json
 
-    from detector import Detections
     from eval import CocoDataset
     from pipeline import AdaptivePipeline
     from pipeline.commands.detect import draw_detections
@@ -64,11 +63,9 @@ def draw_examples(out, split_dir) -> None:
         for info in picks:
             image = data.load(info["id"])
             prep = pipe.preprocess(image)
-            result = pipe(image)
-            (h, w), (hh, ww) = image.size, prep.size
-            scale = result.detections.boxes.new_tensor([ww / w, hh / h, ww / w, hh / h])
-            at_size = Detections(result.detections.boxes * scale, result.detections.scores,
-                                 result.detections.category_ids)
+            # Boxes "in original pixels" of an image whose original is the rendered one: drawn at the chosen size.
+            at_size = pipe.detector.detect([prep.pixels], [prep.size])[0]
+            hh, ww = prep.size
             draw_detections(prep.pixels, at_size, names, out / "examples" / f"{info['kind']}-{name}-{hh}x{ww}.png")
 
 

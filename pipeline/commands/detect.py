@@ -64,14 +64,15 @@ def run(args) -> int:
         "policy": policy_entry(args), "categories": args.categories, "device": args.device})
     results = []
     for path in args.images:
-        result = pipe(path)
+        image = pipe.load(path)
+        result = pipe(image)
         image_id = int(result.image_id) if str(result.image_id).isdigit() else result.image_id
         results += result.detections.to_coco(image_id)
         print(f"{path}: {len(result.detections)} detections at {result.size[0]}x{result.size[1]} "
               f"({result.resampler}), {sum(result.flops.values()) / 1e9:.2f} GFLOPs", file=sys.stderr)
         if args.draw:
             target = Path(args.draw) if len(args.images) == 1 else Path(args.draw) / f"{Path(path).stem}.png"
-            draw_detections(pipe.load(path).pixels, result.detections, pipe.category_names, target)
+            draw_detections(image.pixels, result.detections, pipe.category_names, target)
     if args.out:
         atomic_write_json(args.out, results)
         print(f"{len(results)} detections in {len(args.images)} image(s) -> {args.out}")
