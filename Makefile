@@ -6,7 +6,7 @@ ARDET  := $(VENV)/bin/ardet
 # One thread per process: stable and reproducible on small CPUs (2-thread runs can stall there).
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install test demo models clean
+.PHONY: install test demo models sr-models clean
 
 install: $(VENV)/.installed
 
@@ -32,6 +32,16 @@ models: install
 	$(ARDET) train-scale --config configs/scale_predictor/demo.yaml
 	mkdir -p models/scale-predictor-demo
 	cp runs/scale-predictor-demo/predictor.safetensors runs/scale-predictor-demo/predictor.json models/scale-predictor-demo/
+
+# Retrains the distilled SR family (sr/weights/liif-{nano,micro,mini}.safetensors; docs/sr-models.md): renders the
+# official LIIF's teacher outputs once (cached in runs/sr/teacher-cache), then trains the three in turn.
+sr-models: install
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[train]'
+	$(ARDET) weights pull liif-edsr-baseline
+	for m in nano micro mini; do \
+	  $(ARDET) train-sr --config configs/sr/liif-$$m.yaml && \
+	  cp runs/sr/liif-$$m/model.safetensors sr/weights/liif-$$m.safetensors || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -82,9 +82,11 @@ class SinglePassPolicy:
 
     RESAMPLERS = ("bilinear", "bicubic", "liif")
 
-    def __init__(self, detector: Detector, resampler: str, sr_model: torch.nn.Module | None, kind: str):
-        _check_resampler(kind, resampler, sr_model)
+    def __init__(self, detector: Detector, resampler: str, sr_model: torch.nn.Module | None, kind: str,
+                 sr_min_factor: float = 1.0):
+        _check_resampler(kind, resampler, sr_model, sr_min_factor)
         self.detector, self.resampler, self.sr_model = detector, resampler, sr_model
+        self.sr_min_factor = sr_min_factor
         self.meter = CostMeter(detector.device)
 
     def decide(self, image: LoadedImage) -> tuple[tuple[int, int], float]:
@@ -94,16 +96,18 @@ class SinglePassPolicy:
     @torch.no_grad()
     def preprocess(self, image: LoadedImage) -> tuple[torch.Tensor, tuple[int, int], float, str]:
         """``image`` rendered at the decided size: ([1, 3, H, W] on the detector's device, (H, W), factor, resampler
-        used: "liif" where it grows on an axis and a model is given, else the interpolation, "none" when unchanged).
+        used: "liif" where a model is given and the image grows on an axis by more than ``sr_min_factor``, else the
+        interpolation, "none" when unchanged).
         The costs stay in :attr:`meter` until ``meter.take()``."""
         size, factor = self.decide(image)
         x = image.pixels.unsqueeze(0).to(self.detector.device)
         if size == image.size:
             return x, size, factor, "none"
         mode = "bilinear" if self.resampler == "liif" else self.resampler
-        grows = size[0] > image.size[0] or size[1] > image.size[1]
-        x = self.meter.measure("resample", sr.resample, x, size, model=self.sr_model, mode=mode)
-        return x, size, factor, "liif" if self.sr_model is not None and grows else mode
+        x = self.meter.measure("resample", sr.resample, x, size, model=self.sr_model, mode=mode,
+                               min_factor=self.sr_min_factor)
+        uses_model = self.sr_model is not None and sr.uses_model(image.size, size, self.sr_min_factor)
+        return x, size, factor, "liif" if uses_model else mode
 
     @torch.no_grad()
     def __call__(self, image: LoadedImage) -> ImageResult:
@@ -116,13 +120,15 @@ class SinglePassPolicy:
 class FixedPolicy(SinglePassPolicy):
     """Every image at DETR's size rule (shortest edge ``short``, longest at most ``max_size``), or at ``scale`` times
     its own size when given, rendered by ``resampler``: ``bilinear``/``bicubic`` interpolation (antialiased where it
-    shrinks) or ``liif`` (``sr_model`` where the image grows on an axis, bilinear otherwise)."""
+    shrinks) or ``liif`` (``sr_model`` where the image grows on an axis by more than ``sr_min_factor``, bilinear
+    otherwise)."""
 
     adaptive = False  # the size follows from the image's shape only, not its content
 
     def __init__(self, detector: Detector, short: int = 800, max_size: int = 1333, resampler: str = "bilinear",
-                 sr_model: torch.nn.Module | None = None, name: str | None = None, scale: float | None = None):
-        super().__init__(detector, resampler, sr_model, "fixed")
+                 sr_model: torch.nn.Module | None = None, name: str | None = None, scale: float | None = None,
+                 sr_min_factor: float = 1.0):
+        super().__init__(detector, resampler, sr_model, "fixed", sr_min_factor)
         if not 0 < short <= max_size:
             raise ValueError(f"fixed policy: need 0 < short <= max_size, got short={short}, max_size={max_size}")
         if scale is not None and not (math.isfinite(scale) and scale > 0):
@@ -130,7 +136,7 @@ class FixedPolicy(SinglePassPolicy):
         self.short, self.max_size, self.scale = short, max_size, scale
         size_rule = f"x{scale:g}" if scale is not None else f"{short}"
         self.name = name or f"fixed-{size_rule}-{resampler}" + (
-            f"-max{max_size}" if max_size != 1333 and scale is None else "")
+            f"-max{max_size}" if max_size != 1333 and scale is None else "") + _min_factor_tag(sr_min_factor)
 
     def decide(self, image: LoadedImage) -> tuple[tuple[int, int], float]:
         h, w = image.size
@@ -146,10 +152,12 @@ class AdaptivePolicy(SinglePassPolicy):
     adaptive = True
 
     def __init__(self, detector: Detector, predictor: torch.nn.Module, resampler: str = "bilinear",
-                 sr_model: torch.nn.Module | None = None, knob: float | None = None, name: str | None = None):
-        super().__init__(detector, resampler, sr_model, "adaptive")
+                 sr_model: torch.nn.Module | None = None, knob: float | None = None, name: str | None = None,
+                 sr_min_factor: float = 1.0):
+        super().__init__(detector, resampler, sr_model, "adaptive", sr_min_factor)
         self.predictor, self.knob = predictor.eval(), knob
-        self.name = name or f"adaptive-{resampler}" + ("" if knob is None else f"-knob{knob:g}")
+        self.name = name or f"adaptive-{resampler}" + ("" if knob is None else f"-knob{knob:g}") + _min_factor_tag(
+            sr_min_factor)
 
     def decide(self, image: LoadedImage) -> tuple[tuple[int, int], float]:
         """The predictor's choice (its cost, thumbnail included, goes to the "predictor" stage)."""
@@ -195,16 +203,18 @@ class CascadePolicy:
     def __init__(self, detector: Detector, low: int, high: int | None = None, max_size: int = 1333,
                  score: str = "low_confidence", threshold: float = 0.5, resampler: str = "bilinear",
                  sr_model: torch.nn.Module | None = None, predictor: torch.nn.Module | None = None,
-                 knob: float | None = None, score_args: dict | None = None, name: str | None = None):
-        _check_resampler("cascade", resampler, sr_model)
+                 knob: float | None = None, score_args: dict | None = None, name: str | None = None,
+                 sr_min_factor: float = 1.0):
+        _check_resampler("cascade", resampler, sr_model, sr_min_factor)
         if (high is None) == (predictor is None):
             raise ValueError("cascade policy: give exactly one of a fixed `high` size and a scale predictor")
         if score not in UNCERTAINTY_SCORES:
             raise ValueError(f"cascade policy: score must be one of {', '.join(UNCERTAINTY_SCORES)}, got {score!r}")
         self.score, self.threshold, self.score_args = score, float(threshold), dict(score_args or {})
-        self.fixed_low = FixedPolicy(detector, low, max_size, resampler, sr_model, name="low")
-        self.high = (FixedPolicy(detector, high, max_size, resampler, sr_model, name="high") if predictor is None
-                     else AdaptivePolicy(detector, predictor, resampler, sr_model, knob, name="high"))
+        render = {"resampler": resampler, "sr_model": sr_model, "sr_min_factor": sr_min_factor}
+        self.fixed_low = FixedPolicy(detector, low, max_size, name="low", **render)
+        self.high = (FixedPolicy(detector, high, max_size, name="high", **render) if predictor is None
+                     else AdaptivePolicy(detector, predictor, knob=knob, name="high", **render))
         self.name = name or f"cascade-{low}-{high or 'adaptive'}-{score}{threshold:g}"
 
     @torch.no_grad()
@@ -232,7 +242,7 @@ class OraclePolicy:
 
     def __init__(self, detector: Detector, dataset, short_sides: list[int], max_size: int = 1333,
                  resampler: str = "bilinear", sr_model: torch.nn.Module | None = None, lam: float = 0.0,
-                 name: str | None = None):
+                 name: str | None = None, sr_min_factor: float = 1.0):
         from scale_predictor.oracle import image_quality
 
         self.lam, self.quality, self.categories = float(lam), image_quality, dataset.categories
@@ -240,7 +250,8 @@ class OraclePolicy:
         self.annotations: dict[int, list[dict]] = {i: [] for i in self.images}
         for a in dataset.gt["annotations"]:
             self.annotations[a["image_id"]].append(a)
-        self.candidates = [FixedPolicy(detector, s, max_size, resampler, sr_model, name=f"short{s}")
+        self.candidates = [FixedPolicy(detector, s, max_size, resampler, sr_model, f"short{s}",
+                                       sr_min_factor=sr_min_factor)
                            for s in sorted(short_sides)]
         self.name = name or f"oracle-{resampler}" + (f"-lam{lam:g}" if lam else "")
 
@@ -262,12 +273,20 @@ class OraclePolicy:
         return dataclasses.replace(best, extra=extra)
 
 
-def _check_resampler(kind: str, resampler: str, sr_model) -> None:
+def _check_resampler(kind: str, resampler: str, sr_model, sr_min_factor: float = 1.0) -> None:
     if resampler not in SinglePassPolicy.RESAMPLERS:
         raise ValueError(f"{kind} policy: resampler must be one of {', '.join(SinglePassPolicy.RESAMPLERS)}, "
                          f"got {resampler!r}")
     if (resampler == "liif") != (sr_model is not None):
         raise ValueError(f"{kind} policy: resampler 'liif' needs an sr_model, and only it takes one")
+    if not (math.isfinite(sr_min_factor) and sr_min_factor >= 1):
+        raise ValueError(f"{kind} policy: sr_min_factor must be a number >= 1, got {sr_min_factor}")
+    if sr_min_factor != 1 and resampler != "liif":
+        raise ValueError(f"{kind} policy: sr_min_factor only applies to resampler 'liif', not {resampler!r}")
+
+
+def _min_factor_tag(sr_min_factor: float) -> str:
+    return "" if sr_min_factor == 1 else f"-above{sr_min_factor:g}"
 
 
 def detr_scale(h: int, w: int, short: int, max_size: int) -> float:
@@ -281,6 +300,7 @@ class PolicyOptions:
 
     resampler: str = "bilinear"  # bilinear | bicubic | liif
     sr_model: str | None = None  # resampler liif: a sr.load_model name or checkpoint path
+    sr_min_factor: float = 1.0  # resampler liif: the model renders only enlargements by more than this; bilinear below
     name: str | None = None  # default: made from the options
 
 
@@ -295,7 +315,7 @@ class FixedOptions(PolicyOptions):
 def build_fixed(entry: dict, context: PolicyContext) -> FixedPolicy:
     o = from_dict(FixedOptions, entry, prefix="policies[fixed].")
     return FixedPolicy(context.detector, o.short, o.max_size, o.resampler, _resampler_model(o, context, "fixed"),
-                       o.name, o.scale)
+                       o.name, o.scale, o.sr_min_factor)
 
 
 def _resampler_model(o, context: PolicyContext, kind: str) -> torch.nn.Module | None:
@@ -319,7 +339,7 @@ def build_adaptive(entry: dict, context: PolicyContext) -> AdaptivePolicy:
     if not o.predictor:
         raise ValueError("policies[adaptive]: `predictor` (a scale predictor checkpoint) is required")
     return AdaptivePolicy(context.detector, context.predictor(o.predictor), o.resampler,
-                          _resampler_model(o, context, "adaptive"), o.knob, o.name)
+                          _resampler_model(o, context, "adaptive"), o.knob, o.name, o.sr_min_factor)
 
 
 @dataclass
@@ -339,7 +359,8 @@ def build_cascade(entry: dict, context: PolicyContext) -> CascadePolicy:
     o = from_dict(CascadeOptions, entry, prefix="policies[cascade].")
     predictor = context.predictor(o.predictor) if o.predictor else None
     return CascadePolicy(context.detector, o.low, o.high, o.max_size, o.score, o.threshold, o.resampler,
-                         _resampler_model(o, context, "cascade"), predictor, o.knob, o.score_args, o.name)
+                         _resampler_model(o, context, "cascade"), predictor, o.knob, o.score_args, o.name,
+                         o.sr_min_factor)
 
 
 @dataclass
@@ -355,4 +376,4 @@ def build_oracle(entry: dict, context: PolicyContext) -> OraclePolicy:
     if context.dataset is None:
         raise ValueError("policies[oracle]: the oracle needs the dataset's ground truth, which this run lacks")
     return OraclePolicy(context.detector, context.dataset, o.short_sides, o.max_size, o.resampler,
-                        _resampler_model(o, context, "oracle"), o.lam, o.name)
+                        _resampler_model(o, context, "oracle"), o.lam, o.name, o.sr_min_factor)

@@ -74,12 +74,13 @@ def evaluate(model, folder: str | Path, scales=(2, 3, 4), progress: bool = False
              cost_lr_size: tuple[int, int] = (128, 128), bf16_time: bool = False) -> list[dict]:
     """One row per scale: mean PSNR (Y and RGB) of ``model.upscale`` and of bicubic over the images in ``folder``;
     MACs per output pixel of both on a ``cost_lr_size`` LR input; wall milliseconds per output megapixel of the
-    upscales of the images (the model in its dtype, bicubic by ``sr.resize``, and with ``bf16_time`` the model cast
-    to bfloat16 too)."""
+    upscales of the images (the model in its dtype on its device, synchronised on CUDA; bicubic by ``sr.resize`` on
+    the CPU; with ``bf16_time`` the model cast to bfloat16 too)."""
     from tqdm import tqdm
 
     paths = image_paths(folder)
-    timed = {"liif": model.upscale, "bicubic": bicubic_torch}
+    device = next(model.parameters()).device
+    timed = {"liif": model.upscale, "bicubic": bicubic_torch}  # bicubic on the CPU, where the LR images are
     if bf16_time:
         timed["liif_bf16"] = copy.deepcopy(model).to(torch.bfloat16).upscale
     for fn in timed.values():  # warm-up: first-call allocations and kernel selection stay out of the times
@@ -95,8 +96,11 @@ def evaluate(model, folder: str | Path, scales=(2, 3, 4), progress: bool = False
             outputs = {}
             for key, fn in timed.items():
                 start = time.perf_counter()
-                outputs[key] = fn(lr[None], size)[0]
+                out = fn(lr[None], size)[0]
+                if out.device.type == "cuda":  # kernels run asynchronously: wait for them, not for the copy below
+                    torch.cuda.synchronize(device)
                 seconds[key] += time.perf_counter() - start
+                outputs[key] = out.cpu()
             for key, out in (("liif", outputs["liif"]), ("bicubic", bicubic_pil(lr, size))):
                 totals[f"{key}_y"] += psnr(out, hr, scale) / len(paths)
                 totals[f"{key}_rgb"] += psnr(out, hr, scale, y_channel=False) / len(paths)

@@ -18,9 +18,17 @@ def resize(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> to
     return y.clamp(0, 1) if mode == "bicubic" else y
 
 
-def resample(x: torch.Tensor, size: tuple[int, int], model=None, mode: str = "bilinear") -> torch.Tensor:
-    """LIIF ``model`` where the target is larger than the input on at least one axis and a model is given;
-    otherwise :func:`resize` (factors <= 1 are antialiased interpolation, not LIIF)."""
-    if model is not None and (size[0] > x.shape[-2] or size[1] > x.shape[-1]):
+def uses_model(in_size: tuple[int, int], size: tuple[int, int], min_factor: float = 1.0) -> bool:
+    """Whether :func:`resample` renders ``in_size`` -> ``size`` with its model: the target exceeds ``min_factor`` times
+    the input on at least one axis."""
+    return size[0] > in_size[0] * min_factor or size[1] > in_size[1] * min_factor
+
+
+def resample(x: torch.Tensor, size: tuple[int, int], model=None, mode: str = "bilinear",
+             min_factor: float = 1.0) -> torch.Tensor:
+    """LIIF ``model`` where a model is given and :func:`uses_model` (by default: the image grows on an axis);
+    otherwise :func:`resize`. Factors <= 1 are always antialiased interpolation; ``min_factor`` > 1 keeps the model,
+    which costs per output pixel 100-10,000x what interpolation does, for the enlargements where it matters most."""
+    if model is not None and uses_model(x.shape[-2:], size, min_factor):
         return model.upscale(x, size)
     return resize(x, size, mode)

@@ -1,14 +1,23 @@
 """Training LIIF with the reference recipe: per sample a scale s ~ U(scale_min, scale_max), an HR crop of
 round(patch * s) pixels, its bicubic LR of ``patch`` pixels, flips and transpose, ``queries`` sampled HR pixels with
 cell 2 / crop size, L1 in [-1, 1] space, Adam with step decay. Checkpoints are atomic; a run resumes from its last.
+
+Distillation (``data.renders`` > 0): each image is instead downscaled once per render at a scale ~ U(scale_min,
+scale_max), a teacher LIIF (``data.teacher``) upscales every LR back to HR size once (cached on disk, content-addressed),
+and samples are LR patches of those renders with the HR pixels whose centres they cover; the loss is
+``hr_weight * L1(HR) + teacher_weight * L1(teacher)``. A teacher on the whole LR image costs what one training step of
+a small student costs per patch ~100 times over, which is why its outputs are rendered once, not per step.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +34,7 @@ log = logging.getLogger(__name__)
 class ModelConfig:
     name: str = "liif-small"  # a registered architecture (random init) ...
     init: str | None = None  # ... or start from these weights (name or path)
+    args: dict[str, Any] = field(default_factory=dict)  # with name: override its LIIF args, e.g. {lr_skip: false} (ablations)
 
 
 @dataclass
@@ -36,6 +46,11 @@ class DataConfig:
     scale_min: float = 1.0
     scale_max: float = 4.0
     queries: int = 2304
+    max_side: int | None = None  # centre-crop larger images to this many px a side (the teacher's cost follows area)
+    synthetic: int = 0  # plus this many images of the generated detection data's train split (ardet.synthetic)
+    renders: int = 0  # > 0: that many fixed LR versions per image, needed for a teacher (0: a fresh crop per sample)
+    teacher: str | None = None  # distil from this sr.load_model name or path (renders > 0)
+    cache: str = "runs/sr/teacher-cache"  # the teacher's outputs, one file per render
 
 
 @dataclass
@@ -46,6 +61,8 @@ class TrainConfig:
     decay_every: int = 200  # lr *= gamma every decay_every steps
     gamma: float = 0.5
     seed: int = 0
+    hr_weight: float = 1.0  # loss = hr_weight * L1 to HR + teacher_weight * L1 to the teacher's output
+    teacher_weight: float = 1.0
     checkpoint_every: int = 200
     log_every: int = 50
     out_dir: str = "runs/sr/liif-small"
@@ -67,19 +84,31 @@ def load_images(cfg: DataConfig) -> list[torch.Tensor]:
     folders = [Path(cfg.dir)] if cfg.dir else []
     if cfg.package:
         folders.append(Path(importlib.import_module(cfg.package).__file__).parent)
-    if not folders:
-        raise ValueError("data: set dir and/or package")
+    if not folders and not cfg.synthetic:
+        raise ValueError("data: set dir, package and/or synthetic")
     need = round(cfg.patch * cfg.scale_max)
     images = [load_image(p).pixels for folder in folders for p in sorted(folder.iterdir())
               if p.suffix.lower() in IMAGE_SUFFIXES and p.stem not in cfg.exclude]
-    images = [im for im in images if min(im.shape[-2:]) >= need]
+    if cfg.synthetic:
+        from ardet.synthetic import render_image, split_kinds
+
+        images += [torch.from_numpy(render_image(0, "train", i, kind)[0]).permute(2, 0, 1).float() / 255
+                   for i, kind in enumerate(split_kinds(0, "train", cfg.synthetic))]
+    images = [_centre_crop(im, cfg.max_side) for im in images if min(im.shape[-2:]) >= need]
     if not images:
         raise ValueError(f"no training images of at least {need} px a side in {[str(f) for f in folders]}")
     return images
 
 
+def _centre_crop(image: torch.Tensor, side: int | None) -> torch.Tensor:
+    if side is None:
+        return image
+    (h, w), (y, x) = image.shape[-2:], (max(0, (n - side) // 2) for n in image.shape[-2:])
+    return image[:, y:y + min(h, side), x:x + min(w, side)]
+
+
 def sample_batch(images: list[torch.Tensor], cfg: DataConfig, batch: int, gen: torch.Generator):
-    """(lr [B, 3, p, p], coord [B, Q, 2], cell [B, 2] (one per crop), gt [B, Q, 3] in [0, 1])."""
+    """(lr [B, 3, p, p], coord [B, Q, 2], cell [B, 2] (one per crop), hr [B, Q, 3] in [0, 1], None (no teacher))."""
     def rand() -> float:
         return torch.rand((), generator=gen).item()
 
@@ -92,12 +121,93 @@ def sample_batch(images: list[torch.Tensor], cfg: DataConfig, batch: int, gen: t
         hr = hr.flip(-1) if rand() < 0.5 else hr
         hr = hr.flip(-2) if rand() < 0.5 else hr
         hr = hr.transpose(-2, -1) if rand() < 0.5 else hr
-        lrs.append((resize(hr[None], (cfg.patch, cfg.patch), "bicubic")[0] * 255).round() / 255)  # an 8-bit LR
+        lrs.append(_quantise(resize(hr[None], (cfg.patch, cfg.patch), "bicubic")[0]))
         pick = torch.randperm(size * size, generator=gen)[:cfg.queries]
         coords.append(grid_coord(size, size).view(-1, 2)[pick])
         gts.append(hr.reshape(3, -1)[:, pick].t())
         cells.append(torch.full((2,), 2 / size))
-    return torch.stack(lrs), torch.stack(coords), torch.stack(cells), torch.stack(gts)
+    return torch.stack(lrs), torch.stack(coords), torch.stack(cells), torch.stack(gts), None
+
+
+def _quantise(x: torch.Tensor) -> torch.Tensor:
+    return (x * 255).round() / 255  # what an 8-bit LR image holds
+
+
+@dataclass
+class Render:
+    """One LR version of an HR image: ``lr`` [3, h, w], ``hr`` and the teacher's ``teacher`` (or None) [3, H, W]."""
+    lr: torch.Tensor
+    hr: torch.Tensor
+    teacher: torch.Tensor | None
+
+
+def make_renders(images: list[torch.Tensor], cfg: DataConfig, gen: torch.Generator) -> list[Render]:
+    """``cfg.renders`` bicubic LR versions of each image at scales ~ U(scale_min, scale_max) (at least ``patch`` px a
+    side) and, with a teacher, its upscale of each back to the HR size, from the cache or rendered now."""
+    from tqdm import tqdm
+
+    from ardet.files import atomic_write_bytes
+
+    renders = []
+    for hr in images:
+        for _ in range(cfg.renders):
+            s = cfg.scale_min + (cfg.scale_max - cfg.scale_min) * torch.rand((), generator=gen).item()
+            size = tuple(max(cfg.patch, round(n / s)) for n in hr.shape[-2:])
+            renders.append(Render(_quantise(resize(hr[None], size, "bicubic")[0]), hr, None))
+    if not cfg.teacher:
+        return renders
+    from safetensors.torch import load, save
+
+    teacher, cache = None, Path(cfg.cache)
+    for r in tqdm(renders, desc=f"teacher {Path(cfg.teacher).name}"):
+        key = hashlib.sha256(f"{cfg.teacher} {tuple(r.hr.shape)}".encode() + r.lr.numpy().tobytes()).hexdigest()
+        path = cache / f"{key[:24]}.safetensors"
+        if not path.is_file():
+            if teacher is None:
+                teacher = load_model(cfg.teacher)
+            out = (teacher.upscale(r.lr[None], r.hr.shape[-2:])[0] * 255).round().to(torch.uint8).contiguous()
+            atomic_write_bytes(path, save({"teacher": out}))
+        r.teacher = load(path.read_bytes())["teacher"].float() / 255
+    return renders
+
+
+def _covered(start: int, patch: int, n_lr: int, n_hr: int) -> torch.Tensor:
+    """HR indices whose pixel centres ((i + 0.5) * n_lr / n_hr in LR units) lie in LR cells [start, start + patch)."""
+    ratio = n_hr / n_lr
+    first, end = math.ceil(start * ratio - 0.5), math.ceil((start + patch) * ratio - 0.5)
+    return torch.arange(max(first, 0), min(end, n_hr))
+
+
+def sample_renders(renders: list[Render], cfg: DataConfig, batch: int, gen: torch.Generator):
+    """As :func:`sample_batch` from :func:`make_renders`' renders, plus the teacher's colours (or None):
+    (lr [B, 3, p, p], coord [B, Q, 2], cell [B, 2], hr [B, Q, 3], teacher [B, Q, 3] | None)."""
+    def rand() -> float:
+        return torch.rand((), generator=gen).item()
+
+    p, samples = cfg.patch, []
+    area = torch.tensor([float(r.hr[0].numel()) for r in renders])
+    for i in torch.multinomial(area, batch, replacement=True, generator=gen).tolist():  # every HR pixel equally likely
+        r = renders[i]
+        (h, w), (H, W) = r.lr.shape[-2:], r.hr.shape[-2:]
+        y0, x0 = int(rand() * (h - p + 1)), int(rand() * (w - p + 1))
+        rows, cols = _covered(y0, p, h, H), _covered(x0, p, w, W)
+        pick = torch.randint(len(rows) * len(cols), (cfg.queries,), generator=gen)
+        iy, ix = rows[pick // len(cols)], cols[pick % len(cols)]
+        # query centres in the patch's own [-1, 1] frame; the cell is one HR pixel in that frame
+        coord = torch.stack([-1 + 2 * ((iy + 0.5) * h / H - y0) / p, -1 + 2 * ((ix + 0.5) * w / W - x0) / p], -1)
+        cell = torch.tensor([2 * h / (H * p), 2 * w / (W * p)])
+        lr = r.lr[:, y0:y0 + p, x0:x0 + p]
+        if rand() < 0.5:
+            lr, coord = lr.flip(-1), coord * coord.new_tensor([1, -1])
+        if rand() < 0.5:
+            lr, coord = lr.flip(-2), coord * coord.new_tensor([-1, 1])
+        if rand() < 0.5:
+            lr, coord, cell = lr.transpose(-2, -1), coord.flip(-1), cell.flip(-1)
+        samples.append((lr, coord.float(), cell, r.hr[:, iy, ix].t(),
+                        None if r.teacher is None else r.teacher[:, iy, ix].t()))
+    lr, coord, cell, hr, teacher = zip(*samples)
+    return (torch.stack(lr), torch.stack(coord), torch.stack(cell), torch.stack(hr),
+            None if teacher[0] is None else torch.stack(teacher))
 
 
 def train(cfg: Config) -> Path:
@@ -109,7 +219,9 @@ def train(cfg: Config) -> Path:
     out = Path(cfg.train.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.train.seed)
-    model = load_model(cfg.model.init) if cfg.model.init else create_model(cfg.model.name)
+    if cfg.model.init and cfg.model.args:
+        raise ValueError("model: args apply to a new model (name), not to init weights")
+    model = load_model(cfg.model.init) if cfg.model.init else create_model(cfg.model.name, **cfg.model.args)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
     gen = torch.Generator().manual_seed(cfg.train.seed)
@@ -123,14 +235,23 @@ def train(cfg: Config) -> Path:
         log.info("resumed %s at step %d", last, step)
     images = load_images(cfg.data)
     log.info("%d training images", len(images))
+    if cfg.data.teacher and not cfg.data.renders:
+        raise ValueError("data.teacher needs data.renders > 0 (the teacher's outputs are rendered once per render)")
+    if cfg.data.renders:
+        renders = make_renders(images, cfg.data, torch.Generator().manual_seed(cfg.train.seed + 1))
+    # make_renders draws from its own generator so that resuming (which restores ``gen``) re-creates the same renders
     history = JsonlWriter(out / "log.jsonl")
     losses, start = [], time.time()
     for step in tqdm(range(step + 1, cfg.train.steps + 1), initial=step, total=cfg.train.steps, desc="train-sr"):
         for group in opt.param_groups:
             group["lr"] = cfg.train.lr * cfg.train.gamma ** ((step - 1) // cfg.train.decay_every)
-        lr, coord, cell, gt = sample_batch(images, cfg.data, cfg.train.batch, gen)
+        lr, coord, cell, hr, teacher = (sample_renders(renders, cfg.data, cfg.train.batch, gen) if cfg.data.renders
+                                        else sample_batch(images, cfg.data, cfg.train.batch, gen))
         # query_folded is query_rgb's function (tested equal) with cheaper gradients: no 9x unfold, no grid_sample
-        loss = F.l1_loss(model.query_folded(lr, coord, cell), (gt - 0.5) / 0.5)
+        pred = model.query_folded(lr, coord, cell)
+        loss = cfg.train.hr_weight * F.l1_loss(pred, (hr - 0.5) / 0.5)
+        if teacher is not None:
+            loss = loss + cfg.train.teacher_weight * F.l1_loss(pred, (teacher - 0.5) / 0.5)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -91,3 +91,23 @@ def test_registry_builds_and_rejects(detector):
         build_policy({"kind": "fixed", "sr_model": "liif-small"}, ctx)
     with pytest.raises(ValueError, match="share a name"):
         build_policies([{"kind": "fixed"}, {"kind": "fixed", "short": 800}], ctx)
+
+
+def test_sr_min_factor_keeps_the_model_for_large_enlargements_only(detector):
+    torch.manual_seed(0)
+    model = sr.create_model("liif-nano").eval()
+    policy = FixedPolicy(detector, short=40, max_size=100, resampler="liif", sr_model=model, sr_min_factor=1.5)
+    assert policy.name == "fixed-40-liif-max100-above1.5"
+    small_step = policy(image(30, 40))  # x1.33: interpolated, exactly as sr.resize
+    assert small_step.resampler == "bilinear" and small_step.size == (40, 53)
+    assert small_step.flops["resample"] == count_flops(sr.resize, image(30, 40).pixels[None], (40, 53))[1].flops
+    big_step = policy(image(20, 26))  # x2: the model
+    assert big_step.resampler == "liif"
+    with torch.inference_mode():
+        assert big_step.flops["resample"] == count_flops(model.upscale, image(20, 26).pixels[None],
+                                                         big_step.size)[1].flops
+    ctx = PolicyContext(detector)
+    with pytest.raises(ValueError, match="sr_min_factor must be a number >= 1"):
+        build_policy({"kind": "fixed", "resampler": "liif", "sr_model": "liif-small", "sr_min_factor": 0.5}, ctx)
+    with pytest.raises(ValueError, match="only applies to resampler 'liif'"):
+        build_policy({"kind": "fixed", "sr_min_factor": 2}, ctx)

@@ -254,3 +254,73 @@ def test_psnr_protocol_and_sr_eval_command(tmp_path):
         assert row["bicubic_macs_per_px"] == 3 * 16  # upsample_bicubic2d: 16 taps per channel of an output pixel
         assert all(row[k] > 0 for k in ("liif_ms_per_mpx", "bicubic_ms_per_mpx", "liif_bf16_ms_per_mpx"))
     assert main(["sr-eval", "--model", "liif-small", "--data", str(tmp_path / "data"), "--cost-size", "6"]) == 2
+
+
+def _ramp_renders(tmp_path, teacher=None):
+    """One 120x150 HR image that is linear in y and x, its renders and data config."""
+    from sr.train import DataConfig, make_renders
+
+    yy, xx = torch.meshgrid(torch.arange(120.0), torch.arange(150.0), indexing="ij")
+    hr = torch.stack([0.1 + 0.004 * yy, 0.2 + 0.003 * xx, 0.9 - 0.002 * yy - 0.002 * xx])
+    cfg = DataConfig(dir=str(tmp_path), patch=16, scale_min=1.3, scale_max=3.7, queries=500, renders=3,
+                     teacher=teacher, cache=str(tmp_path / "cache"))
+    return make_renders([hr], cfg, torch.Generator().manual_seed(0)), cfg
+
+
+def test_render_samples_put_each_hr_pixel_where_the_lr_patch_shows_it(tmp_path):
+    """A linear image stays linear under antialiased bicubic downscaling (away from borders), so bilinear
+    interpolation of the sampled LR patch at each query's coordinate (grid_sample, an independent geometry) must give
+    the HR colour the sample pairs with it, through flips and transposes, at non-integer scales."""
+    from sr.train import sample_renders
+
+    renders, cfg = _ramp_renders(tmp_path)
+    assert len(renders) == 3 and len({r.lr.shape for r in renders}) == 3 and renders[0].teacher is None
+    lr, coord, cell, hr, teacher = sample_renders(renders, cfg, 12, torch.Generator().manual_seed(1))
+    assert lr.shape == (12, 3, 16, 16) and coord.shape == (12, 500, 2) and hr.shape == (12, 500, 3) and teacher is None
+    # the cell is one HR pixel in the patch's [-1, 1] frame: 2 / (patch * scale), scale in [1.3, 3.7] up to rounding
+    assert coord.abs().max() <= 1 and (cell > 0.95 * 2 / (16 * 3.7)).all() and (cell < 1.05 * 2 / (16 * 1.3)).all()
+    interpolated = torch.nn.functional.grid_sample(lr, coord.flip(-1).unsqueeze(1), mode="bilinear",
+                                                   align_corners=False)[:, :, 0].permute(0, 2, 1)
+    # bilinear interpolation is exact only between LR pixel centres; the 8-bit LR adds up to half a level
+    inside = (coord.abs() <= 1 - 1 / 16).all(-1)
+    assert inside.float().mean() > 0.5
+    assert (interpolated - hr)[inside].abs().max() < 1.5 / 255
+
+
+def test_teacher_renders_are_cached_and_used_for_distillation(tmp_path, monkeypatch):
+    teacher = random_model("liif-nano")
+    sr.save_model(teacher, tmp_path / "teacher.safetensors")
+    renders, _ = _ramp_renders(tmp_path, teacher=str(tmp_path / "teacher.safetensors"))
+    for r in renders:
+        expected = (teacher.upscale(r.lr[None], r.hr.shape[-2:])[0] * 255).round() / 255
+        assert torch.equal(r.teacher, expected)
+    assert len(list((tmp_path / "cache").iterdir())) == 3
+    monkeypatch.setattr("sr.train.load_model", lambda name: pytest.fail("cached renders must not load the teacher"))
+    again, _ = _ramp_renders(tmp_path, teacher=str(tmp_path / "teacher.safetensors"))
+    assert all(torch.equal(a.teacher, b.teacher) for a, b in zip(renders, again))
+    monkeypatch.undo()
+    # a distilled run over generated images: the loss falls (teacher_weight only: the student learns the teacher)
+    out = tmp_path / "run"
+    assert main(["train-sr", "--config", "configs/sr/liif-nano.yaml", "--set", "data.package=null",
+                 "--set", "data.synthetic=2", "--set", "data.renders=1", "--set", "data.patch=16",
+                 "--set", f"data.teacher={tmp_path / 'teacher.safetensors'}", "--set", f"data.cache={tmp_path / 'c'}",
+                 "--set", "data.queries=64", "--set", "train.hr_weight=0", "--set", "train.steps=40",
+                 "--set", "train.batch=4", "--set", "train.log_every=10", "--set", f"train.out_dir={out}"]) == 0
+    losses = [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    assert main(["train-sr", "--config", "configs/sr/liif-nano.yaml", "--set", "data.package=null",
+                 "--set", "data.synthetic=2", "--set", "data.renders=0", "--set", f"train.out_dir={out}2"]) == 2
+
+
+def test_training_images_centre_cropped_and_generated(tmp_path):
+    from ardet.synthetic import render_image, split_kinds
+    from sr.train import DataConfig, load_images
+
+    big = (np.random.default_rng(3).random((300, 200, 3)) * 255).astype(np.uint8)
+    Image.fromarray(big).save(tmp_path / "big.png")
+    images = load_images(DataConfig(dir=str(tmp_path), max_side=128, synthetic=2, patch=16))
+    assert [tuple(im.shape) for im in images] == [(3, 128, 128), (3, 128, 128), (3, 128, 128)]
+    np.testing.assert_allclose(images[0].permute(1, 2, 0).numpy() * 255, big[86:214, 36:164], atol=1e-3)
+    for i, kind in enumerate(split_kinds(0, "train", 2)):  # the detection data's train split, never its test split
+        np.testing.assert_allclose(images[1 + i].permute(1, 2, 0).numpy() * 255,
+                                   render_image(0, "train", i, kind)[0][32:160, 32:160], atol=1e-3)

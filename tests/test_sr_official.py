@@ -1,5 +1,5 @@
 """Published numbers, reproduced: the official EDSR-baseline-LIIF on Set5 (pulled by `make test`) and the shipped
-small model against its model card in docs/sr.md."""
+small models against their model cards in docs/sr.md and docs/sr-models.md."""
 import re
 from pathlib import Path
 
@@ -41,17 +41,22 @@ def test_official_weights_fast_path_equals_plain_at_border_sensitive_scales():
         assert (model.upscale(x, size, tile=5) - model.upscale_plain(x, size)).abs().max() <= 1e-5
 
 
-def card_psnr() -> dict[int, float]:
-    """The small model's Set5 Y-PSNR from its model card table: rows '| xS | <liif-small> | ...'."""
-    text = (ROOT / "docs" / "sr.md").read_text().split("## Model card: `liif-small`")[1]
-    rows = re.findall(r"^\| x(\d) \| ([\d.]+) \|", text, re.M)
-    assert rows, "docs/sr.md has no Set5 table rows"
+CARDS = [("liif-small", "sr.md"), ("liif-nano", "sr-models.md"), ("liif-micro", "sr-models.md"),
+         ("liif-mini", "sr-models.md")]
+
+
+def card_psnr(model: str, doc: str) -> dict[int, float]:
+    """A shipped model's Set5 Y-PSNR from its model card table: rows '| xS | <model> | ...'."""
+    text = (ROOT / "docs" / doc).read_text().split(f"## Model card: `{model}`")[1].split("\n## ")[0]
+    rows = re.findall(r"^\| x(\d) \| ([\d.]+) \|", text, re.MULTILINE)
+    assert rows, f"docs/{doc} has no Set5 table rows in the card of {model}"
     return {int(s): float(v) for s, v in rows}
 
 
-def test_small_model_matches_its_card_and_beats_bicubic(set5):
-    card = card_psnr()
-    rows = {r["scale"]: r for r in evaluate(sr.load_model("liif-small"), set5, sorted(card))}
+@pytest.mark.parametrize("model, doc", CARDS)
+def test_shipped_model_matches_its_card_and_beats_bicubic(set5, model, doc):
+    card = card_psnr(model, doc)
+    rows = {r["scale"]: r for r in evaluate(sr.load_model(model), set5, sorted(card))}
     for scale, psnr in card.items():
         assert rows[scale]["liif_y"] == pytest.approx(psnr, abs=0.05)
         assert rows[scale]["liif_y"] > rows[scale]["bicubic_y"] + 0.5

@@ -6,7 +6,7 @@ def add_parser(sub) -> None:
     p = add_command(sub, "sr-eval", "PSNR of a LIIF model on a folder of HR images (LIIF benchmark protocol: HR "
                     "cropped to a multiple of the scale, PIL-bicubic LR, Y channel shaving `scale` pixels; RGB too), "
                     "with bicubic as the control; cost columns: MACs per output pixel (counted on one "
-                    "--cost-size LR input) and CPU wall ms per output megapixel of the upscales",
+                    "--cost-size LR input) and wall ms per output megapixel of the upscales on --device",
                     "ardet sr-eval --model liif-edsr-baseline --data ../shared/data/sr/Set5 --scales 2,3,4\n"
                     "ardet sr-eval --model liif-small --data DIR --scales 2,3,4,6 --json sr.json")
     p.add_argument("--model", required=True, help="registered name or checkpoint path")
