@@ -26,6 +26,8 @@ def add_parser(sub) -> None:
     p.add_argument("--resampler", choices=("bilinear", "bicubic", "liif"), default="bilinear",
                    help="how images are resized; liif: --sr-model where the image grows")
     p.add_argument("--sr-model", help="LIIF model name or checkpoint for --resampler liif")
+    p.add_argument("--sr-min-factor", type=float, default=1.0,
+                   help="--resampler liif: use the model only for enlargements beyond this factor (bilinear below)")
     p.add_argument("--predictor", help="adaptive (and cascade second pass): scale predictor checkpoint")
     p.add_argument("--knob", type=float, help="trade-off knob in [0, 1] of a knob-conditioned predictor")
     p.add_argument("--low", type=int, default=512, help="cascade: first-pass short side")
@@ -43,7 +45,7 @@ def add_parser(sub) -> None:
 
 def policy_entry(args) -> dict:
     """The policy config entry the command-line options describe."""
-    resample = {"resampler": args.resampler, "sr_model": args.sr_model}
+    resample = {"resampler": args.resampler, "sr_model": args.sr_model, "sr_min_factor": args.sr_min_factor}
     if args.policy == "fixed":
         return {"kind": "fixed", "short": args.size, "max_size": args.max_size, "scale": args.scale, **resample}
     if args.policy == "adaptive":
