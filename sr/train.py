@@ -3,10 +3,10 @@ round(patch * s) pixels, its bicubic LR of ``patch`` pixels, flips and transpose
 cell 2 / crop size, L1 in [-1, 1] space, Adam with step decay. Checkpoints are atomic; a run resumes from its last.
 
 Distillation (``data.renders`` > 0): each image is instead downscaled once per render at a scale ~ U(scale_min,
-scale_max), a teacher LIIF (``data.teacher``) upscales every LR back to HR size once (cached on disk, content-addressed),
-and samples are LR patches of those renders with the HR pixels whose centres they cover; the loss is
-``hr_weight * L1(HR) + teacher_weight * L1(teacher)``. A teacher on the whole LR image costs what one training step of
-a small student costs per patch ~100 times over, which is why its outputs are rendered once, not per step.
+scale_max), a teacher LIIF (``data.teacher``) upscales every LR back to HR size once (cached on disk, content-
+addressed), and samples are LR patches of those renders with the HR pixels whose centres they cover; the loss is
+``hr_weight * L1(HR) + teacher_weight * L1(teacher)``. The teacher (1.1 MMAC per output pixel) would dominate every
+training step of a small student, so its outputs are rendered once, not per step.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 class ModelConfig:
     name: str = "liif-small"  # a registered architecture (random init) ...
     init: str | None = None  # ... or start from these weights (name or path)
-    args: dict[str, Any] = field(default_factory=dict)  # with name: override its LIIF args, e.g. {lr_skip: false} (ablations)
+    args: dict[str, Any] = field(default_factory=dict)  # override the named model's LIIF args: {lr_skip: false}
 
 
 @dataclass
@@ -50,7 +50,7 @@ class DataConfig:
     synthetic: int = 0  # plus this many images of the generated detection data's train split (ardet.synthetic)
     renders: int = 0  # > 0: that many fixed LR versions per image, needed for a teacher (0: a fresh crop per sample)
     teacher: str | None = None  # distil from this sr.load_model name or path (renders > 0)
-    cache: str = "runs/sr/teacher-cache"  # the teacher's outputs, one file per render
+    cache: str = "runs/sr/teacher-cache"  # the teacher's outputs, one file per render keyed by teacher name and LR
 
 
 @dataclass
@@ -237,9 +237,8 @@ def train(cfg: Config) -> Path:
     log.info("%d training images", len(images))
     if cfg.data.teacher and not cfg.data.renders:
         raise ValueError("data.teacher needs data.renders > 0 (the teacher's outputs are rendered once per render)")
-    if cfg.data.renders:
+    if cfg.data.renders:  # its own generator: a resumed run (which restores ``gen``) re-creates the same renders
         renders = make_renders(images, cfg.data, torch.Generator().manual_seed(cfg.train.seed + 1))
-    # make_renders draws from its own generator so that resuming (which restores ``gen``) re-creates the same renders
     history = JsonlWriter(out / "log.jsonl")
     losses, start = [], time.time()
     for step in tqdm(range(step + 1, cfg.train.steps + 1), initial=step, total=cfg.train.steps, desc="train-sr"):
