@@ -18,6 +18,8 @@ OFFICIAL = "liif-edsr-baseline"
 ABLATIONS = {
     "liif-nano": "none: the shipped recipe (distillation + L1 to HR, lr_skip, encoder 3x24, MLP 16x2)",
     "no-teacher": "train.teacher_weight=0: L1 to HR only, the same renders",
+    "no-teacher-seed1": "as no-teacher with train.seed=1 (other renders, initialisation and samples)",
+    "no-teacher-seed2": "as no-teacher with train.seed=2",
     "no-lr-skip": "model.args lr_skip=false: the MLP predicts colours, not a residual over bilinear",
     "decoder-heavy": "compute moved to the per-query MLP: encoder 1x16, MLP 42x2 (about the same MACs at x2)",
 }
