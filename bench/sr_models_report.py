@@ -25,13 +25,15 @@ ABLATIONS = {
 }
 
 
+def read_rows(path: Path) -> dict[int, dict]:
+    """scale -> row of one ``ardet sr-eval --json`` file."""
+    return {r["scale"]: r for r in json.loads(path.read_text())["rows"]}
+
+
 def sr_reports(folder: Path, data: str) -> dict[str, dict[int, dict]]:
-    """model -> scale -> sr-eval row, for every ``*-{data}.json`` in ``folder``."""
-    reports = {}
-    for path in sorted(folder.glob(f"*-{data}.json")):
-        report = json.loads(path.read_text())
-        reports[Path(report["model"]).stem if report["model"].endswith(".safetensors") else report["model"]] = {
-            r["scale"]: r for r in report["rows"]}
+    """model -> scale -> sr-eval row, for every ``<model>-{data}.json`` in ``folder``."""
+    reports = {path.name.removesuffix(f"-{data}.json"): read_rows(path)
+               for path in sorted(folder.glob(f"*-{data}.json"))}
     if not reports:
         raise FileNotFoundError(f"{folder}: no *-{data}.json from `ardet sr-eval --json`")
     return reports
@@ -58,8 +60,7 @@ def quality_cost_table(reports: dict[str, dict[int, dict]]) -> str:
 
 def ablation_table(folder: Path, base: dict[int, dict]) -> str:
     """The runs in ``folder`` against ``base``, the shipped liif-nano's Set5 rows."""
-    runs = {"liif-nano": base, **{p.stem: {r["scale"]: r for r in json.loads(p.read_text())["rows"]}
-                                  for p in sorted(folder.glob("*.json"))}}
+    runs = {"liif-nano": base, **{p.stem: read_rows(p) for p in sorted(folder.glob("*.json"))}}
     lines = ["| run | change | MACs / output px, x2 | Set5 x2 | x3 | x4 | x2 vs liif-nano |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, change in ABLATIONS.items():

@@ -107,10 +107,14 @@ def _centre_crop(image: torch.Tensor, side: int | None) -> torch.Tensor:
     return image[:, y:y + min(h, side), x:x + min(w, side)]
 
 
+def _uniform(gen: torch.Generator) -> float:
+    return torch.rand((), generator=gen).item()
+
+
 def sample_batch(images: list[torch.Tensor], cfg: DataConfig, batch: int, gen: torch.Generator):
     """(lr [B, 3, p, p], coord [B, Q, 2], cell [B, 2] (one per crop), hr [B, Q, 3] in [0, 1], None (no teacher))."""
     def rand() -> float:
-        return torch.rand((), generator=gen).item()
+        return _uniform(gen)
 
     lrs, coords, cells, gts = [], [], [], []
     for _ in range(batch):
@@ -151,7 +155,7 @@ def make_renders(images: list[torch.Tensor], cfg: DataConfig, gen: torch.Generat
     renders = []
     for hr in images:
         for _ in range(cfg.renders):
-            s = cfg.scale_min + (cfg.scale_max - cfg.scale_min) * torch.rand((), generator=gen).item()
+            s = cfg.scale_min + (cfg.scale_max - cfg.scale_min) * _uniform(gen)
             size = tuple(max(cfg.patch, round(n / s)) for n in hr.shape[-2:])
             renders.append(Render(_quantise(resize(hr[None], size, "bicubic")[0]), hr, None))
     if not cfg.teacher:
@@ -162,12 +166,14 @@ def make_renders(images: list[torch.Tensor], cfg: DataConfig, gen: torch.Generat
     for r in tqdm(renders, desc=f"teacher {Path(cfg.teacher).name}"):
         key = hashlib.sha256(f"{cfg.teacher} {tuple(r.hr.shape)}".encode() + r.lr.numpy().tobytes()).hexdigest()
         path = cache / f"{key[:24]}.safetensors"
-        if not path.is_file():
+        if path.is_file():
+            out = load(path.read_bytes())["teacher"]
+        else:
             if teacher is None:
                 teacher = load_model(cfg.teacher)
             out = (teacher.upscale(r.lr[None], r.hr.shape[-2:])[0] * 255).round().to(torch.uint8).contiguous()
             atomic_write_bytes(path, save({"teacher": out}))
-        r.teacher = load(path.read_bytes())["teacher"].float() / 255
+        r.teacher = out.float() / 255
     return renders
 
 
@@ -182,7 +188,7 @@ def sample_renders(renders: list[Render], cfg: DataConfig, batch: int, gen: torc
     """As :func:`sample_batch` from :func:`make_renders`' renders, plus the teacher's colours (or None):
     (lr [B, 3, p, p], coord [B, Q, 2], cell [B, 2], hr [B, Q, 3], teacher [B, Q, 3] | None)."""
     def rand() -> float:
-        return torch.rand((), generator=gen).item()
+        return _uniform(gen)
 
     p, samples = cfg.patch, []
     area = torch.tensor([float(r.hr[0].numel()) for r in renders])
