@@ -1,4 +1,4 @@
-"""ardet core: what every stage shares (image input, typed configs, atomic files).
+"""ardet core: what every stage shares (image input, typed configs, atomic files, COCO ground truth and metrics).
 
 The stages live in their own top-level packages: ``sr``, ``detector``, ``scale_predictor``, ``eval``, ``pipeline``.
 """

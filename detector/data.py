@@ -1,22 +1,15 @@
 """COCO-format detection data for training: images, box-aware augmentation, DETR targets, padded batches."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from ardet.coco import load_coco_json
 from ardet.images import load_image
 from detector.config import TrainConfig
-
-
-def read_coco(json_path: str | Path) -> dict:
-    try:
-        return json.loads(Path(json_path).read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"COCO annotation file not found: {json_path}") from None
 
 
 def augmentation(cfg: TrainConfig) -> v2.Compose:
@@ -42,7 +35,7 @@ class CocoDetection(torch.utils.data.Dataset):
 
     def __init__(self, json_path: str | Path, image_dir: str | Path, label_of_category: dict[int, int],
                  transform: v2.Transform | None = None):
-        coco = read_coco(json_path)
+        coco = load_coco_json(json_path)
         self.image_dir = Path(image_dir)
         self.images = sorted(coco["images"], key=lambda im: im["id"])
         self.boxes: dict[int, list] = {im["id"]: [] for im in self.images}

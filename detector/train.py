@@ -6,8 +6,6 @@ schedule), periodic COCO validation, atomic checkpoints that are plain transform
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
 import math
@@ -18,17 +16,19 @@ from pathlib import Path
 import torch
 from torchvision.transforms.v2 import functional as TF
 
+from ardet.coco import evaluate_bbox, load_coco_json
 from ardet.config import save_config
 from ardet.files import JsonlWriter, atomic_write_json, atomic_write_text, read_jsonl
 from ardet.images import load_image
 from detector.config import DetectorConfig
-from detector.data import CocoDetection, StepSampler, augmentation, read_coco
+from detector.data import CocoDetection, StepSampler, augmentation
 from detector.detect import IMAGENET_MEAN, IMAGENET_STD, Detector, detr_target_size, normalize_and_pad
 from detector.model import (BEST, LAST, build_model, in_backbone, load_model, map_labels, set_trainable,
                             use_trainable_batchnorm)
 
 log = logging.getLogger(__name__)
 
+# ardet.coco.STAT_NAMES under the names train_log.jsonl and best/metrics.json have always used.
 COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 TRAIN_STATE = "train_state.pt"
 
@@ -41,7 +41,7 @@ def train_detector(cfg: DetectorConfig, progress: bool = True) -> dict:
     if t.threads:
         torch.set_num_threads(t.threads)
     out = Path(t.out_dir)
-    categories = read_coco(data.train_json)["categories"]
+    categories = load_coco_json(data.train_json)["categories"]
     resume_dir = next((d for d in (out / LAST, out / f".{LAST}.old") if (d / TRAIN_STATE).is_file()), None)
     resume_dir = resume_dir if t.resume else None
     torch.manual_seed(t.seed)
@@ -164,29 +164,14 @@ def save_model(model: torch.nn.Module, dest: Path, mean, std, train_state: dict 
 
 @torch.inference_mode()
 def evaluate(detector: Detector, json_path: str, image_dir: str, short: int, max_size: int) -> dict[str, float]:
-    """COCO metrics of ``detector`` on a COCO-format set, each image resized by DETR's rule to ``short``."""
-    coco = read_coco(json_path)
+    """COCO metrics of ``detector`` on a COCO-format set, each image resized by DETR's rule to ``short``; an area
+    range without ground truth (pycocotools' -1) counts 0."""
+    gt = load_coco_json(json_path)
     detector.model.eval()
     results = []
-    for info in coco["images"]:
+    for info in gt["images"]:
         pixels = load_image(Path(image_dir) / info["file_name"]).pixels
         size = detr_target_size(*pixels.shape[-2:], short, max_size)
         resized = TF.resize(pixels, list(size), antialias=True).clamp(0, 1)
         results += detector.detect([resized], [tuple(pixels.shape[-2:])])[0].to_coco(info["id"])
-    return coco_metrics(json_path, results)
-
-
-def coco_metrics(json_path: str, results: list[dict]) -> dict[str, float]:
-    """The 12 COCO box metrics by pycocotools (quietly; no detections is AP 0, not pycocotools' IndexError)."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    if not results:
-        return dict.fromkeys(COCO_STATS, 0.0)
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(json_path))
-        ev = COCOeval(gt, gt.loadRes(results), "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return {name: max(0.0, float(v)) for name, v in zip(COCO_STATS, ev.stats)}
+    return {name: max(0.0, v) for name, v in zip(COCO_STATS, evaluate_bbox(gt, results).stats)}

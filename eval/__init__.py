@@ -8,11 +8,11 @@
 A policy is any object with ``name`` and ``__call__(LoadedImage) -> ImageResult``; it measures its stages with a
 :class:`CostMeter`. Concrete policies live in ``pipeline.policies``.
 """
-from eval.coco import CocoDataset, load_coco_json, read_image_ids, validate_coco
+from ardet.coco import BACKENDS, STAT_NAMES, CocoMetrics, check_detections, evaluate_bbox, load_coco_json, validate_coco
+from eval.coco import CocoDataset, read_image_ids
 from eval.config import DatasetConfig, DetectorSpec, EvalConfig, check_resumable
 from eval.cost import STAGES, CostMeter
 from eval.harness import check_fresh, finalize, image_record, run_evaluation
-from eval.metrics import BACKENDS, STAT_NAMES, CocoMetrics, check_detections, evaluate_bbox
 from eval.policy import ImageResult, Policy
 from eval.report import pareto_front, write_report
 

@@ -24,10 +24,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from ardet.coco import STAT_NAMES, evaluate_bbox
 from ardet.files import JsonlWriter, atomic_write_json, atomic_write_text, read_jsonl
 from eval.coco import CocoDataset
 from eval.cost import STAGES
-from eval.metrics import STAT_NAMES, evaluate_bbox
 from eval.policy import ImageResult, Policy
 
 log = logging.getLogger(__name__)

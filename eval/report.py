@@ -12,9 +12,9 @@ import math
 import os
 from pathlib import Path
 
+from ardet.coco import STAT_NAMES
 from ardet.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from eval.cost import STAGES
-from eval.metrics import STAT_NAMES
 
 TABLE_STATS = ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L")
 FRONT_STATS = ("AP", "AP_S")  # the report marks a Pareto front for each

@@ -16,6 +16,7 @@ from typing import Any, Callable, Hashable, Iterable, Sequence
 
 import numpy as np
 
+from ardet.coco import evaluate_bbox
 from ardet.files import JsonlWriter, read_jsonl
 from scale_predictor.model import target_size
 
@@ -123,9 +124,7 @@ def _read_cache(path: Path, meta: dict) -> dict:
 
 def image_quality(detections: list[dict], annotations: list[dict], image: dict, categories: list[dict]) -> float | None:
     """The quality the oracle maximises: COCO AP@[.5:.95] (all areas, 100 detections) of this one image, by
-    ``eval.metrics.evaluate_bbox`` (pycocotools). None for an image without non-crowd annotations (AP undefined)."""
-    from eval.metrics import evaluate_bbox
-
+    ``ardet.coco.evaluate_bbox`` (pycocotools). None for an image without non-crowd annotations (AP undefined)."""
     if not any(not a.get("iscrowd", 0) for a in annotations):
         return None
     gt = {"images": [image], "annotations": annotations, "categories": categories}

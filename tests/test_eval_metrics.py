@@ -1,4 +1,4 @@
-"""eval.metrics against pycocotools itself (and faster-coco-eval), and the pycocotools traps it must catch."""
+"""ardet.coco.evaluate_bbox against pycocotools itself (and faster-coco-eval), and the pycocotools traps it catches."""
 import contextlib
 import copy
 import io

@@ -22,9 +22,9 @@ def run(args) -> int:
     import logging
     from pathlib import Path
 
+    from ardet.coco import evaluate_bbox, load_coco_json
     from ardet.files import atomic_write_json
-    from eval.coco import load_coco_json, read_image_ids
-    from eval.metrics import evaluate_bbox
+    from eval.coco import read_image_ids
 
     gt = load_coco_json(args.gt)
     try:
