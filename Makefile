@@ -34,7 +34,8 @@ models: install
 	cp runs/scale-predictor-demo/predictor.safetensors runs/scale-predictor-demo/predictor.json models/scale-predictor-demo/
 
 # Retrains the distilled SR family (sr/weights/liif-{nano,micro,mini}.safetensors; docs/sr-models.md): renders the
-# official LIIF's teacher outputs once (cached in runs/sr/teacher-cache), then trains the three in turn.
+# official LIIF's teacher outputs once (cached in runs/sr/teacher-cache), then trains the three in turn: minutes each
+# on a GPU (the configs' train.device: auto), many hours on a CPU.
 sr-models: install
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[train]'
 	$(ARDET) weights pull liif-edsr-baseline

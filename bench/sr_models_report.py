@@ -1,6 +1,7 @@
 """The tables and the plot of docs/sr-models.md, from the committed measurement files:
 
-    docs/data/sr-models/<model>-<Set5|Set14>.json   `ardet sr-eval --json` of each model
+    docs/data/sr-models/<model>-<Set5|Set14>.json   `ardet sr-eval --json` of each model (CPU)
+    docs/data/sr-models/h200/<model>-<set>.json      the same with `--device cuda` on an H200
     docs/data/sr-models/ablation/<run>.json          `ardet sr-eval --json` of each ablation run (Set5)
     docs/data/sr-detection/results.json              `ardet sweep --config configs/sweep/sr-detection.yaml`
 
@@ -14,9 +15,9 @@ import math
 from pathlib import Path
 
 OFFICIAL = "liif-edsr-baseline"
-# What each ablation run changes with respect to configs/sr/liif-nano.yaml (the commands are in docs/sr-models.md).
+# What each ablation run changes with respect to the CPU recipe of liif-nano (the commands are in docs/sr-models.md).
 ABLATIONS = {
-    "liif-nano": "none: the shipped recipe (distillation + L1 to HR, lr_skip, encoder 3x24, MLP 16x2)",
+    "liif-nano-cpu-recipe": "none: distillation + L1 to HR, lr_skip, encoder 3x24, MLP 16x2",
     "no-teacher": "train.teacher_weight=0: L1 to HR only, the same renders",
     "no-teacher-seed1": "as no-teacher with train.seed=1 (other renders, initialisation and samples)",
     "no-teacher-seed2": "as no-teacher with train.seed=2",
@@ -58,18 +59,32 @@ def quality_cost_table(reports: dict[str, dict[int, dict]]) -> str:
     return "\n".join(lines)
 
 
-def ablation_table(folder: Path, base: dict[int, dict]) -> str:
-    """The runs in ``folder`` against ``base``, the shipped liif-nano's Set5 rows."""
-    runs = {"liif-nano": base, **{p.stem: read_rows(p) for p in sorted(folder.glob("*.json"))}}
-    lines = ["| run | change | MACs / output px, x2 | Set5 x2 | x3 | x4 | x2 vs liif-nano |",
+def ablation_table(folder: Path) -> str:
+    """The runs in ``folder`` against the first of ABLATIONS, their common base."""
+    runs = {p.stem: read_rows(p) for p in sorted(folder.glob("*.json"))}
+    base_name = next(iter(ABLATIONS))
+    base = runs[base_name]
+    lines = [f"| run | change | MACs / output px, x2 | Set5 x2 | x3 | x4 | x2 vs {base_name} |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, change in ABLATIONS.items():
         if name not in runs:
             continue
         r = runs[name]
-        delta = f"{r[2]['liif_y'] - base[2]['liif_y']:+.2f}" if name != "liif-nano" else ""
+        delta = f"{r[2]['liif_y'] - base[2]['liif_y']:+.2f}" if name != base_name else ""
         lines.append(f"| {name} | {change} | {r[2]['liif_macs_per_px']:,.0f} | "
                      + " | ".join(f"{r[s]['liif_y']:.2f}" for s in (2, 3, 4)) + f" | {delta} |")
+    return "\n".join(lines)
+
+
+def device_table(gpu: dict[str, dict[int, dict]], cpu: dict[str, dict[int, dict]]) -> str:
+    """GPU wall time per output megapixel (fp32, bf16) beside the CPU's fp32 time of the same model and scale."""
+    lines = ["| scale | model | GPU ms / output Mpx, fp32 | bf16 | CPU (1 thread) ms / output Mpx, fp32 | CPU / GPU |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for s in sorted(next(iter(gpu.values()))):
+        for model, r in sorted(gpu.items(), key=lambda mr: mr[1][s]["liif_macs_per_px"]):
+            c = cpu[model][s]["liif_ms_per_mpx"]
+            lines.append(f"| x{s} | {model} | {r[s]['liif_ms_per_mpx']:,.0f} | {r[s]['liif_bf16_ms_per_mpx']:,.0f} | "
+                         f"{c:,.0f} | {c / r[s]['liif_ms_per_mpx']:.0f}x |")
     return "\n".join(lines)
 
 
@@ -134,9 +149,11 @@ def main() -> None:
     folder = Path(args.results)
     for data in ("Set5", "Set14"):
         print(f"{data}\n\n{quality_cost_table(sr_reports(folder, data))}\n")
+    if (folder / "h200").is_dir():
+        for data in ("Set5", "Set14"):
+            print(f"{data}, H200\n\n{device_table(sr_reports(folder / 'h200', data), sr_reports(folder, data))}\n")
     if (folder / "ablation").is_dir():
-        base = sr_reports(folder, "Set5")["liif-nano"]
-        print(f"Ablation (Set5 Y-PSNR, dB)\n\n{ablation_table(folder / 'ablation', base)}\n")
+        print(f"Ablation (Set5 Y-PSNR, dB)\n\n{ablation_table(folder / 'ablation')}\n")
     if Path(args.detection).is_file():
         print(f"Detection (demo test split)\n\n{detection_tables(Path(args.detection))}\n")
     if args.plot:

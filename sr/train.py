@@ -1,6 +1,8 @@
 """Training LIIF with the reference recipe: per sample a scale s ~ U(scale_min, scale_max), an HR crop of
 round(patch * s) pixels, its bicubic LR of ``patch`` pixels, flips and transpose, ``queries`` sampled HR pixels with
 cell 2 / crop size, L1 in [-1, 1] space, Adam with step decay. Checkpoints are atomic; a run resumes from its last.
+Each step's batch has its own seeded generator, so ``train.workers`` loader processes draw batches in parallel (what
+keeps a GPU busy) and a resumed or multi-worker run trains on exactly the batches of a plain one.
 
 Distillation (``data.renders`` > 0): each image is instead downscaled once per render at a scale ~ U(scale_min,
 scale_max), a teacher LIIF (``data.teacher``) upscales every LR back to HR size once (cached on disk, content-
@@ -61,6 +63,8 @@ class TrainConfig:
     decay_every: int = 200  # lr *= gamma every decay_every steps
     gamma: float = 0.5
     seed: int = 0
+    device: str = "auto"  # "auto": cuda when available, else cpu
+    workers: int = 0  # DataLoader processes drawing batches (0: in the training process)
     hr_weight: float = 1.0  # loss = hr_weight * L1 to HR + teacher_weight * L1 to the teacher's output
     teacher_weight: float = 1.0
     checkpoint_every: int = 200
@@ -145,9 +149,11 @@ class Render:
     teacher: torch.Tensor | None
 
 
-def make_renders(images: list[torch.Tensor], cfg: DataConfig, gen: torch.Generator) -> list[Render]:
+def make_renders(images: list[torch.Tensor], cfg: DataConfig, gen: torch.Generator,
+                 device: str | torch.device = "cpu") -> list[Render]:
     """``cfg.renders`` bicubic LR versions of each image at scales ~ U(scale_min, scale_max) (at least ``patch`` px a
-    side) and, with a teacher, its upscale of each back to the HR size, from the cache or rendered now."""
+    side) and, with a teacher (run on ``device``), its upscale of each back to the HR size, from the cache or rendered
+    now."""
     from tqdm import tqdm
 
     from ardet.files import atomic_write_bytes
@@ -170,8 +176,8 @@ def make_renders(images: list[torch.Tensor], cfg: DataConfig, gen: torch.Generat
             out = load(path.read_bytes())["teacher"]
         else:
             if teacher is None:
-                teacher = load_model(cfg.teacher)
-            out = (teacher.upscale(r.lr[None], r.hr.shape[-2:])[0] * 255).round().to(torch.uint8).contiguous()
+                teacher = load_model(cfg.teacher, device)
+            out = (teacher.upscale(r.lr[None], r.hr.shape[-2:])[0] * 255).round().to(torch.uint8).cpu().contiguous()
             atomic_write_bytes(path, save({"teacher": out}))
         r.teacher = out.float() / 255
     return renders
@@ -216,6 +222,20 @@ def sample_renders(renders: list[Render], cfg: DataConfig, batch: int, gen: torc
             None if teacher[0] is None else torch.stack(teacher))
 
 
+class Batches(torch.utils.data.Dataset):
+    """Item ``step`` is that training step's batch, drawn with its own generator seeded by (seed, step): loader
+    workers can draw any steps in parallel, and a resumed run draws exactly the batches an uninterrupted one would."""
+
+    def __init__(self, images: list[torch.Tensor], renders: list[Render] | None, cfg: DataConfig, batch: int,
+                 seed: int):
+        self.images, self.renders, self.cfg, self.batch, self.seed = images, renders, cfg, batch, seed
+
+    def __getitem__(self, step: int):
+        gen = torch.Generator().manual_seed((self.seed << 32) + step)
+        return (sample_renders(self.renders, self.cfg, self.batch, gen) if self.renders
+                else sample_batch(self.images, self.cfg, self.batch, gen))
+
+
 def train(cfg: Config) -> Path:
     """Train; return the path of the final ``model.safetensors``."""
     from tqdm import tqdm
@@ -228,30 +248,34 @@ def train(cfg: Config) -> Path:
     if cfg.model.init and cfg.model.args:
         raise ValueError("model: args apply to a new model (name), not to init weights")
     model = load_model(cfg.model.init) if cfg.model.init else create_model(cfg.model.name, **cfg.model.args)
-    model.train()
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.train.device == "auto"
+                          else cfg.train.device)
+    model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
-    gen = torch.Generator().manual_seed(cfg.train.seed)
     step, last = 0, out / "last.pt"
     if last.exists():
-        state = torch.load(last, map_location="cpu", weights_only=True)
+        state = torch.load(last, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
         step = state["step"]
         log.info("resumed %s at step %d", last, step)
     images = load_images(cfg.data)
-    log.info("%d training images", len(images))
+    log.info("%d training images; training on %s", len(images), device)
     if cfg.data.teacher and not cfg.data.renders:
         raise ValueError("data.teacher needs data.renders > 0 (the teacher's outputs are rendered once per render)")
-    if cfg.data.renders:  # its own generator: a resumed run (which restores ``gen``) re-creates the same renders
-        renders = make_renders(images, cfg.data, torch.Generator().manual_seed(cfg.train.seed + 1))
+    renders = (make_renders(images, cfg.data, torch.Generator().manual_seed(cfg.train.seed + 1), device)
+               if cfg.data.renders else None)
+    batches = torch.utils.data.DataLoader(
+        Batches(images, renders, cfg.data, cfg.train.batch, cfg.train.seed), batch_size=None,
+        sampler=range(step + 1, cfg.train.steps + 1), num_workers=cfg.train.workers,
+        pin_memory=device.type == "cuda")
     history = JsonlWriter(out / "log.jsonl")
     losses, start = [], time.time()
-    for step in tqdm(range(step + 1, cfg.train.steps + 1), initial=step, total=cfg.train.steps, desc="train-sr"):
+    for step, batch in zip(range(step + 1, cfg.train.steps + 1),
+                           tqdm(batches, initial=step, total=cfg.train.steps, desc="train-sr")):
         for group in opt.param_groups:
             group["lr"] = cfg.train.lr * cfg.train.gamma ** ((step - 1) // cfg.train.decay_every)
-        lr, coord, cell, hr, teacher = (sample_renders(renders, cfg.data, cfg.train.batch, gen) if cfg.data.renders
-                                        else sample_batch(images, cfg.data, cfg.train.batch, gen))
+        lr, coord, cell, hr, teacher = (None if t is None else t.to(device, non_blocking=True) for t in batch)
         # query_folded is query_rgb's function (tested equal) with cheaper gradients: no 9x unfold, no grid_sample
         pred = model.query_folded(lr, coord, cell)
         loss = cfg.train.hr_weight * F.l1_loss(pred, (hr - 0.5) / 0.5)
@@ -260,15 +284,14 @@ def train(cfg: Config) -> Path:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(loss.item())
+        losses.append(loss.detach())  # no .item() per step: that would wait for the GPU every step
         if step % cfg.train.log_every == 0 or step == cfg.train.steps:
-            history.write({"step": step, "loss": sum(losses) / len(losses), "lr": opt.param_groups[0]["lr"],
+            history.write({"step": step, "loss": torch.stack(losses).mean().item(), "lr": opt.param_groups[0]["lr"],
                            "seconds": round(time.time() - start, 1)})
             losses = []
         if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
             buf = io.BytesIO()
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
-                        "step": step}, buf)
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step}, buf)
             atomic_write_bytes(last, buf.getvalue())
             save_model(model, out / "model.safetensors")
     return out / "model.safetensors"
