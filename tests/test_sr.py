@@ -313,6 +313,8 @@ def test_teacher_renders_are_cached_and_used_for_distillation(tmp_path, monkeypa
     assert len(losses) == 4 and losses[-1] < losses[0]
     assert main(["train-sr", "--config", "configs/sr/liif-nano.yaml", "--set", "data.package=null",
                  "--set", "data.synthetic=2", "--set", "data.renders=0", "--set", f"train.out_dir={out}2"]) == 2
+    assert main(["train-sr", "--config", "configs/sr/liif-nano.yaml", "--set", "train.device=gpu0",
+                 "--set", f"train.out_dir={out}3"]) == 2
 
 
 def test_training_images_centre_cropped_and_generated(tmp_path):
