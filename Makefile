@@ -35,7 +35,7 @@ models: install
 
 # Retrains the distilled SR family (sr/weights/liif-{nano,micro,mini}.safetensors; docs/sr-models.md): renders the
 # official LIIF's teacher outputs once (cached in runs/sr/teacher-cache), then trains the three in turn: minutes each
-# on a GPU (the configs' train.device: auto), many hours on a CPU.
+# on a GPU (the configs' train.device: auto), about 13 hours on one CPU thread.
 sr-models: install
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[train]'
 	$(ARDET) weights pull liif-edsr-baseline
