@@ -215,7 +215,7 @@ class CascadePolicy:
         self.fixed_low = FixedPolicy(detector, low, max_size, name="low", **render)
         self.high = (FixedPolicy(detector, high, max_size, name="high", **render) if predictor is None
                      else AdaptivePolicy(detector, predictor, knob=knob, name="high", **render))
-        self.name = name or f"cascade-{low}-{high or 'adaptive'}-{score}{threshold:g}"
+        self.name = name or f"cascade-{low}-{high or 'adaptive'}-{score}{threshold:g}" + _min_factor_tag(sr_min_factor)
 
     @torch.no_grad()
     def __call__(self, image: LoadedImage) -> ImageResult:
@@ -253,7 +253,7 @@ class OraclePolicy:
         self.candidates = [FixedPolicy(detector, s, max_size, resampler, sr_model, f"short{s}",
                                        sr_min_factor=sr_min_factor)
                            for s in sorted(short_sides)]
-        self.name = name or f"oracle-{resampler}" + (f"-lam{lam:g}" if lam else "")
+        self.name = name or f"oracle-{resampler}" + (f"-lam{lam:g}" if lam else "") + _min_factor_tag(sr_min_factor)
 
     @torch.no_grad()
     def __call__(self, image: LoadedImage) -> ImageResult:

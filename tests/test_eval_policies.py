@@ -10,7 +10,7 @@ import sr
 from ardet.flops import count_flops
 from ardet.images import LoadedImage
 from detector import load_detector
-from pipeline.policies import FixedPolicy, PolicyContext, build_policies, build_policy, list_policies
+from pipeline.policies import CascadePolicy, FixedPolicy, PolicyContext, build_policies, build_policy, list_policies
 
 TINY_DETR = str(Path(__file__).parents[1] / "configs" / "eval" / "detr-tiny.yaml")
 CATEGORIES = [{"id": i, "name": f"c{i}"} for i in range(1, 91)]  # every class of the tiny DETR mapped
@@ -98,6 +98,8 @@ def test_sr_min_factor_keeps_the_model_for_large_enlargements_only(detector):
     model = sr.create_model("liif-nano").eval()
     policy = FixedPolicy(detector, short=40, max_size=100, resampler="liif", sr_model=model, sr_min_factor=1.5)
     assert policy.name == "fixed-40-liif-max100-above1.5"
+    cascade = CascadePolicy(detector, 32, 48, 100, resampler="liif", sr_model=model, sr_min_factor=1.5)
+    assert cascade.name == "cascade-32-48-low_confidence0.5-above1.5"
     small_step = policy(image(30, 40))  # x1.33: interpolated, exactly as sr.resize
     assert small_step.resampler == "bilinear" and small_step.size == (40, 53)
     assert small_step.flops["resample"] == count_flops(sr.resize, image(30, 40).pixels[None], (40, 53))[1].flops
