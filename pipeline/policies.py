@@ -80,13 +80,8 @@ class SinglePassPolicy:
     :meth:`preprocess` stops before the detector, for callers that run a detector of their own.
     """
 
-    RESAMPLERS = ("bilinear", "bicubic", "liif")
-
-    def __init__(self, detector: Detector, resampler: str, sr_model: torch.nn.Module | None, kind: str,
-                 sr_min_factor: float = 1.0):
-        _check_resampler(kind, resampler, sr_model, sr_min_factor)
-        self.detector, self.resampler, self.sr_model = detector, resampler, sr_model
-        self.sr_min_factor = sr_min_factor
+    def __init__(self, detector: Detector, resampler: str | sr.Resampler):
+        self.detector, self.resampler = detector, _resampler(resampler)
         self.meter = CostMeter(detector.device)
 
     def decide(self, image: LoadedImage) -> tuple[tuple[int, int], float]:
@@ -95,19 +90,15 @@ class SinglePassPolicy:
 
     @torch.no_grad()
     def preprocess(self, image: LoadedImage) -> tuple[torch.Tensor, tuple[int, int], float, str]:
-        """``image`` rendered at the decided size: ([1, 3, H, W] on the detector's device, (H, W), factor, resampler
-        used: "liif" where a model is given and the image grows on an axis by more than ``sr_min_factor``, else the
-        interpolation, "none" when unchanged).
+        """``image`` rendered at the decided size: ([1, 3, H, W] on the detector's device, (H, W), factor, what
+        rendered it: ``Resampler.method``, "none" when the size is unchanged).
         The costs stay in :attr:`meter` until ``meter.take()``."""
         size, factor = self.decide(image)
         x = image.pixels.unsqueeze(0).to(self.detector.device)
-        if size == image.size:
-            return x, size, factor, "none"
-        mode = "bilinear" if self.resampler == "liif" else self.resampler
-        x = self.meter.measure("resample", sr.resample, x, size, model=self.sr_model, mode=mode,
-                               min_factor=self.sr_min_factor)
-        uses_model = self.sr_model is not None and sr.uses_model(image.size, size, self.sr_min_factor)
-        return x, size, factor, "liif" if uses_model else mode
+        method = self.resampler.method(image.size, size)
+        if method != "none":
+            x = self.meter.measure("resample", self.resampler, x, size)
+        return x, size, factor, method
 
     @torch.no_grad()
     def __call__(self, image: LoadedImage) -> ImageResult:
@@ -119,24 +110,21 @@ class SinglePassPolicy:
 
 class FixedPolicy(SinglePassPolicy):
     """Every image at DETR's size rule (shortest edge ``short``, longest at most ``max_size``), or at ``scale`` times
-    its own size when given, rendered by ``resampler``: ``bilinear``/``bicubic`` interpolation (antialiased where it
-    shrinks) or ``liif`` (``sr_model`` where the image grows on an axis by more than ``sr_min_factor``, bilinear
-    otherwise)."""
+    its own size when given, rendered by ``resampler`` (a :class:`sr.Resampler`, or the name of an interpolation)."""
 
     adaptive = False  # the size follows from the image's shape only, not its content
 
-    def __init__(self, detector: Detector, short: int = 800, max_size: int = 1333, resampler: str = "bilinear",
-                 sr_model: torch.nn.Module | None = None, name: str | None = None, scale: float | None = None,
-                 sr_min_factor: float = 1.0):
-        super().__init__(detector, resampler, sr_model, "fixed", sr_min_factor)
+    def __init__(self, detector: Detector, short: int = 800, max_size: int = 1333,
+                 resampler: str | sr.Resampler = "bilinear", name: str | None = None, scale: float | None = None):
+        super().__init__(detector, resampler)
         if not 0 < short <= max_size:
             raise ValueError(f"fixed policy: need 0 < short <= max_size, got short={short}, max_size={max_size}")
         if scale is not None and not (math.isfinite(scale) and scale > 0):
             raise ValueError(f"fixed policy: scale must be a positive number, got {scale}")
         self.short, self.max_size, self.scale = short, max_size, scale
         size_rule = f"x{scale:g}" if scale is not None else f"{short}"
-        self.name = name or f"fixed-{size_rule}-{resampler}" + (
-            f"-max{max_size}" if max_size != 1333 and scale is None else "") + _min_factor_tag(sr_min_factor)
+        self.name = name or f"fixed-{size_rule}-{self.resampler.mode}" + (
+            f"-max{max_size}" if max_size != 1333 and scale is None else "") + _min_factor_tag(self.resampler)
 
     def decide(self, image: LoadedImage) -> tuple[tuple[int, int], float]:
         h, w = image.size
@@ -151,13 +139,12 @@ class AdaptivePolicy(SinglePassPolicy):
 
     adaptive = True
 
-    def __init__(self, detector: Detector, predictor: torch.nn.Module, resampler: str = "bilinear",
-                 sr_model: torch.nn.Module | None = None, knob: float | None = None, name: str | None = None,
-                 sr_min_factor: float = 1.0):
-        super().__init__(detector, resampler, sr_model, "adaptive", sr_min_factor)
+    def __init__(self, detector: Detector, predictor: torch.nn.Module, resampler: str | sr.Resampler = "bilinear",
+                 knob: float | None = None, name: str | None = None):
+        super().__init__(detector, resampler)
         self.predictor, self.knob = predictor.eval(), knob
-        self.name = name or f"adaptive-{resampler}" + ("" if knob is None else f"-knob{knob:g}") + _min_factor_tag(
-            sr_min_factor)
+        self.name = name or f"adaptive-{self.resampler.mode}" + ("" if knob is None else f"-knob{knob:g}") + (
+            _min_factor_tag(self.resampler))
 
     def decide(self, image: LoadedImage) -> tuple[tuple[int, int], float]:
         """The predictor's choice (its cost, thumbnail included, goes to the "predictor" stage)."""
@@ -201,21 +188,19 @@ class CascadePolicy:
     adaptive = True
 
     def __init__(self, detector: Detector, low: int, high: int | None = None, max_size: int = 1333,
-                 score: str = "low_confidence", threshold: float = 0.5, resampler: str = "bilinear",
-                 sr_model: torch.nn.Module | None = None, predictor: torch.nn.Module | None = None,
-                 knob: float | None = None, score_args: dict | None = None, name: str | None = None,
-                 sr_min_factor: float = 1.0):
-        _check_resampler("cascade", resampler, sr_model, sr_min_factor)
+                 score: str = "low_confidence", threshold: float = 0.5, resampler: str | sr.Resampler = "bilinear",
+                 predictor: torch.nn.Module | None = None, knob: float | None = None, score_args: dict | None = None,
+                 name: str | None = None):
+        resampler = _resampler(resampler)
         if (high is None) == (predictor is None):
             raise ValueError("cascade policy: give exactly one of a fixed `high` size and a scale predictor")
         if score not in UNCERTAINTY_SCORES:
             raise ValueError(f"cascade policy: score must be one of {', '.join(UNCERTAINTY_SCORES)}, got {score!r}")
         self.score, self.threshold, self.score_args = score, float(threshold), dict(score_args or {})
-        render = {"resampler": resampler, "sr_model": sr_model, "sr_min_factor": sr_min_factor}
-        self.fixed_low = FixedPolicy(detector, low, max_size, name="low", **render)
-        self.high = (FixedPolicy(detector, high, max_size, name="high", **render) if predictor is None
-                     else AdaptivePolicy(detector, predictor, knob=knob, name="high", **render))
-        self.name = name or f"cascade-{low}-{high or 'adaptive'}-{score}{threshold:g}" + _min_factor_tag(sr_min_factor)
+        self.fixed_low = FixedPolicy(detector, low, max_size, resampler, name="low")
+        self.high = (FixedPolicy(detector, high, max_size, resampler, name="high") if predictor is None
+                     else AdaptivePolicy(detector, predictor, resampler, knob=knob, name="high"))
+        self.name = name or f"cascade-{low}-{high or 'adaptive'}-{score}{threshold:g}" + _min_factor_tag(resampler)
 
     @torch.no_grad()
     def __call__(self, image: LoadedImage) -> ImageResult:
@@ -241,8 +226,7 @@ class OraclePolicy:
     adaptive = True
 
     def __init__(self, detector: Detector, dataset, short_sides: list[int], max_size: int = 1333,
-                 resampler: str = "bilinear", sr_model: torch.nn.Module | None = None, lam: float = 0.0,
-                 name: str | None = None, sr_min_factor: float = 1.0):
+                 resampler: str | sr.Resampler = "bilinear", lam: float = 0.0, name: str | None = None):
         from scale_predictor.oracle import image_quality
 
         self.lam, self.quality, self.categories = float(lam), image_quality, dataset.categories
@@ -250,10 +234,9 @@ class OraclePolicy:
         self.annotations: dict[int, list[dict]] = {i: [] for i in self.images}
         for a in dataset.gt["annotations"]:
             self.annotations[a["image_id"]].append(a)
-        self.candidates = [FixedPolicy(detector, s, max_size, resampler, sr_model, f"short{s}",
-                                       sr_min_factor=sr_min_factor)
-                           for s in sorted(short_sides)]
-        self.name = name or f"oracle-{resampler}" + (f"-lam{lam:g}" if lam else "") + _min_factor_tag(sr_min_factor)
+        resampler = _resampler(resampler)
+        self.candidates = [FixedPolicy(detector, s, max_size, resampler, f"short{s}") for s in sorted(short_sides)]
+        self.name = name or f"oracle-{resampler.mode}" + (f"-lam{lam:g}" if lam else "") + _min_factor_tag(resampler)
 
     @torch.no_grad()
     def __call__(self, image: LoadedImage) -> ImageResult:
@@ -273,20 +256,12 @@ class OraclePolicy:
         return dataclasses.replace(best, extra=extra)
 
 
-def _check_resampler(kind: str, resampler: str, sr_model, sr_min_factor: float = 1.0) -> None:
-    if resampler not in SinglePassPolicy.RESAMPLERS:
-        raise ValueError(f"{kind} policy: resampler must be one of {', '.join(SinglePassPolicy.RESAMPLERS)}, "
-                         f"got {resampler!r}")
-    if (resampler == "liif") != (sr_model is not None):
-        raise ValueError(f"{kind} policy: resampler 'liif' needs an sr_model, and only it takes one")
-    if not (math.isfinite(sr_min_factor) and sr_min_factor >= 1):
-        raise ValueError(f"{kind} policy: sr_min_factor must be a number >= 1, got {sr_min_factor}")
-    if sr_min_factor != 1 and resampler != "liif":
-        raise ValueError(f"{kind} policy: sr_min_factor only applies to resampler 'liif', not {resampler!r}")
+def _resampler(resampler: str | sr.Resampler) -> sr.Resampler:
+    return resampler if isinstance(resampler, sr.Resampler) else sr.Resampler(resampler)
 
 
-def _min_factor_tag(sr_min_factor: float) -> str:
-    return "" if sr_min_factor == 1 else f"-above{sr_min_factor:g}"
+def _min_factor_tag(resampler: sr.Resampler) -> str:
+    return "" if resampler.min_factor == 1 else f"-above{resampler.min_factor:g}"
 
 
 def detr_scale(h: int, w: int, short: int, max_size: int) -> float:
@@ -314,17 +289,19 @@ class FixedOptions(PolicyOptions):
 @register_policy("fixed")
 def build_fixed(entry: dict, context: PolicyContext) -> FixedPolicy:
     o = from_dict(FixedOptions, entry, prefix="policies[fixed].")
-    return FixedPolicy(context.detector, o.short, o.max_size, o.resampler, _resampler_model(o, context, "fixed"),
-                       o.name, o.scale, o.sr_min_factor)
+    return FixedPolicy(context.detector, o.short, o.max_size, _options_resampler(o, context, "fixed"), o.name, o.scale)
 
 
-def _resampler_model(o, context: PolicyContext, kind: str) -> torch.nn.Module | None:
-    """The LIIF model a policy's options ask for (``resampler: liif`` with ``sr_model``), checked both ways."""
+def _options_resampler(o: PolicyOptions, context: PolicyContext, kind: str) -> sr.Resampler:
+    """The resampler a policy's options ask for: ``resampler``, and with ``liif`` the model ``sr_model`` names."""
     if o.resampler == "liif" and not o.sr_model:
         raise ValueError(f"policies[{kind}]: resampler liif needs sr_model (a registry name or a checkpoint path)")
     if o.resampler != "liif" and o.sr_model:
         raise ValueError(f"policies[{kind}]: sr_model is only used with resampler liif, not {o.resampler!r}")
-    return context.sr_model(o.sr_model) if o.resampler == "liif" else None
+    try:
+        return sr.Resampler(o.resampler, context.sr_model(o.sr_model) if o.sr_model else None, o.sr_min_factor)
+    except ValueError as e:
+        raise ValueError(f"policies[{kind}]: {e}") from None
 
 
 @dataclass
@@ -338,8 +315,8 @@ def build_adaptive(entry: dict, context: PolicyContext) -> AdaptivePolicy:
     o = from_dict(AdaptiveOptions, entry, prefix="policies[adaptive].")
     if not o.predictor:
         raise ValueError("policies[adaptive]: `predictor` (a scale predictor checkpoint) is required")
-    return AdaptivePolicy(context.detector, context.predictor(o.predictor), o.resampler,
-                          _resampler_model(o, context, "adaptive"), o.knob, o.name, o.sr_min_factor)
+    return AdaptivePolicy(context.detector, context.predictor(o.predictor), _options_resampler(o, context, "adaptive"),
+                          o.knob, o.name)
 
 
 @dataclass
@@ -358,9 +335,8 @@ class CascadeOptions(PolicyOptions):
 def build_cascade(entry: dict, context: PolicyContext) -> CascadePolicy:
     o = from_dict(CascadeOptions, entry, prefix="policies[cascade].")
     predictor = context.predictor(o.predictor) if o.predictor else None
-    return CascadePolicy(context.detector, o.low, o.high, o.max_size, o.score, o.threshold, o.resampler,
-                         _resampler_model(o, context, "cascade"), predictor, o.knob, o.score_args, o.name,
-                         o.sr_min_factor)
+    return CascadePolicy(context.detector, o.low, o.high, o.max_size, o.score, o.threshold,
+                         _options_resampler(o, context, "cascade"), predictor, o.knob, o.score_args, o.name)
 
 
 @dataclass
@@ -375,5 +351,5 @@ def build_oracle(entry: dict, context: PolicyContext) -> OraclePolicy:
     o = from_dict(OracleOptions, entry, prefix="policies[oracle].")
     if context.dataset is None:
         raise ValueError("policies[oracle]: the oracle needs the dataset's ground truth, which this run lacks")
-    return OraclePolicy(context.detector, context.dataset, o.short_sides, o.max_size, o.resampler,
-                        _resampler_model(o, context, "oracle"), o.lam, o.name, o.sr_min_factor)
+    return OraclePolicy(context.detector, context.dataset, o.short_sides, o.max_size,
+                        _options_resampler(o, context, "oracle"), o.lam, o.name)

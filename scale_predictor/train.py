@@ -226,19 +226,18 @@ def _oracle_table(cfg: TrainScaleConfig, model: ScalePredictor, data: CocoScaleD
 
 def detector_run(cfg: OracleSection, data: CocoScaleData) -> RunFn:
     """run(LoadedImage, (H, W)) -> (per-image AP, GFLOPs of resampling + detection), with the configured
-    detector and resampler (``sr.resample``: LIIF where it enlarges, antialiased interpolation otherwise)."""
+    detector and resampler (``sr.Resampler``: LIIF where it enlarges, antialiased interpolation otherwise)."""
     import detector
     import sr
     from ardet.flops import count_flops
 
     det = detector.load_detector(cfg.detector, device=cfg.device, categories=data.categories)
-    sr_model = sr.load_model(cfg.sr_model, device=cfg.device) if cfg.resampler == "liif" else None
-    mode = "bilinear" if cfg.resampler == "liif" else cfg.resampler
+    resampler = sr.Resampler(cfg.resampler, sr.load_model(cfg.sr_model, device=cfg.device) if cfg.sr_model else None)
     info = {im["id"]: im for im in data.images}
 
     def run(image, size: tuple[int, int]) -> tuple[float, float]:
         def resample_and_detect():
-            x = sr.resample(image.pixels.unsqueeze(0).to(cfg.device), size, model=sr_model, mode=mode)
+            x = resampler(image.pixels.unsqueeze(0).to(cfg.device), size)
             return det.detect([x[0]], [image.size])[0]
 
         with torch.no_grad():

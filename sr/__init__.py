@@ -1,7 +1,7 @@
 """sr: LIIF arbitrary-scale super-resolution (reference-exact plain path, fast tiled path) and plain resizing."""
 from sr.hub import MODELS, create_model, list_models, load_checkpoint, load_model, save_model
 from sr.liif import LIIF
-from sr.resample import resample, resize, uses_model
+from sr.resample import Resampler, resample, resize
 
-__all__ = ["LIIF", "MODELS", "create_model", "list_models", "load_checkpoint", "load_model", "resample", "resize",
-           "save_model", "uses_model"]
+__all__ = ["LIIF", "MODELS", "Resampler", "create_model", "list_models", "load_checkpoint", "load_model", "resample",
+           "resize", "save_model"]

@@ -1,5 +1,9 @@
-"""Resizing without a model (torch interpolate) and the stage entry point that picks LIIF or interpolation."""
+"""Resizing without a model (torch interpolate) and the stage entry point that picks LIIF or interpolation:
+:func:`resample` for one call, :class:`Resampler` for a configured choice that a policy or a run keeps."""
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -32,3 +36,40 @@ def resample(x: torch.Tensor, size: tuple[int, int], model=None, mode: str = "bi
     if model is not None and uses_model(x.shape[-2:], size, min_factor):
         return model.upscale(x, size)
     return resize(x, size, mode)
+
+
+@dataclass(frozen=True)
+class Resampler:
+    """How images are rendered at a new size: ``mode`` ``bilinear`` or ``bicubic`` interpolation (antialiased where it
+    shrinks), or ``liif``: ``model`` where the image grows on an axis by more than ``min_factor``, bilinear otherwise.
+    ``resampler(x, size)`` renders; :meth:`method` says which of them renders a given change of size."""
+
+    mode: str = "bilinear"
+    model: torch.nn.Module | None = None
+    min_factor: float = 1.0
+
+    MODES = ("bilinear", "bicubic", "liif")
+
+    def __post_init__(self):
+        if self.mode not in self.MODES:
+            raise ValueError(f"resampler must be one of {', '.join(self.MODES)}, got {self.mode!r}")
+        if (self.mode == "liif") != (self.model is not None):
+            raise ValueError("resampler 'liif' needs an SR model, and only it takes one")
+        if not (math.isfinite(self.min_factor) and self.min_factor >= 1):
+            raise ValueError(f"sr_min_factor must be a number >= 1, got {self.min_factor}")
+        if self.min_factor != 1 and self.mode != "liif":
+            raise ValueError(f"sr_min_factor only applies to resampler 'liif', not {self.mode!r}")
+
+    @property
+    def interpolation(self) -> str:
+        """What renders where the model does not."""
+        return "bilinear" if self.mode == "liif" else self.mode
+
+    def method(self, in_size: tuple[int, int], size: tuple[int, int]) -> str:
+        """What renders ``in_size`` -> ``size``: "liif", the interpolation, or "none" when the size is unchanged."""
+        if tuple(size) == tuple(in_size):
+            return "none"
+        return "liif" if self.model is not None and uses_model(in_size, size, self.min_factor) else self.interpolation
+
+    def __call__(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return resample(x, size, self.model, self.interpolation, self.min_factor)

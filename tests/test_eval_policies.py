@@ -64,7 +64,7 @@ def test_fixed_policy_at_native_size_skips_resampling(detector):
 def test_liif_resampler_uses_the_model_only_where_the_image_grows(detector):
     torch.manual_seed(0)
     model = sr.create_model("liif-small").eval()
-    policy = FixedPolicy(detector, short=40, max_size=100, resampler="liif", sr_model=model)
+    policy = FixedPolicy(detector, short=40, max_size=100, resampler=sr.Resampler("liif", model))
     grown = policy(image(24, 32))
     assert grown.resampler == "liif" and grown.size == (40, 53)
     with torch.inference_mode():
@@ -96,9 +96,9 @@ def test_registry_builds_and_rejects(detector):
 def test_sr_min_factor_keeps_the_model_for_large_enlargements_only(detector):
     torch.manual_seed(0)
     model = sr.create_model("liif-nano").eval()
-    policy = FixedPolicy(detector, short=40, max_size=100, resampler="liif", sr_model=model, sr_min_factor=1.5)
+    policy = FixedPolicy(detector, short=40, max_size=100, resampler=sr.Resampler("liif", model, 1.5))
     assert policy.name == "fixed-40-liif-max100-above1.5"
-    cascade = CascadePolicy(detector, 32, 48, 100, resampler="liif", sr_model=model, sr_min_factor=1.5)
+    cascade = CascadePolicy(detector, 32, 48, 100, resampler=sr.Resampler("liif", model, 1.5))
     assert cascade.name == "cascade-32-48-low_confidence0.5-above1.5"
     small_step = policy(image(30, 40))  # x1.33: interpolated, exactly as sr.resize
     assert small_step.resampler == "bilinear" and small_step.size == (40, 53)

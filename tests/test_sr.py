@@ -184,6 +184,22 @@ def test_resize_matches_pil_and_resample_dispatch():
         model.upscale(x, (0, 10))
 
 
+def test_resampler_renders_with_the_model_only_above_its_min_factor():
+    x = torch.rand(1, 3, 20, 30, generator=torch.Generator().manual_seed(6))
+    model = random_model("liif-nano")
+    liif = sr.Resampler("liif", model, min_factor=1.5)
+    # x1.4 on both axes: below the threshold, so bilinear; x1.6 on one axis: the model
+    assert liif.method((20, 30), (28, 42)) == "bilinear" and torch.equal(liif(x, (28, 42)), sr.resize(x, (28, 42)))
+    assert liif.method((20, 30), (32, 30)) == "liif" and torch.equal(liif(x, (32, 30)), model.upscale(x, (32, 30)))
+    assert liif.method((20, 30), (20, 30)) == "none" and sr.Resampler().method((20, 30), (10, 15)) == "bilinear"
+    assert torch.equal(sr.Resampler("bicubic")(x, (10, 15)), sr.resize(x, (10, 15), "bicubic"))
+    for args, message in ((("lanczos",), "must be one of"), (("liif",), "needs an SR model"),
+                          (("bilinear", model), "needs an SR model"), (("liif", model, 0.5), "a number >= 1"),
+                          (("liif", model, float("nan")), "a number >= 1"), (("bicubic", None, 2.0), "only applies")):
+        with pytest.raises(ValueError, match=message):
+            sr.Resampler(*args)
+
+
 def test_upscale_command(tmp_path):
     rgb = (np.random.default_rng(6).random((12, 16, 3)) * 255).astype(np.uint8)
     Image.fromarray(rgb).save(tmp_path / "in.png")
