@@ -23,6 +23,16 @@ ABLATIONS = {
     "no-teacher-seed2": "as no-teacher with train.seed=2",
     "no-lr-skip": "model.args lr_skip=false: the MLP predicts colours, not a residual over bilinear",
     "decoder-heavy": "compute moved to the per-query MLP: encoder 1x16, MLP 42x2 (about the same MACs at x2)",
+    "distilled-seed1": "as liif-nano-cpu-recipe with train.seed=1 (other renders, initialisation and samples)",
+    "distilled-seed2": "as liif-nano-cpu-recipe with train.seed=2",
+    "decoder-heavy-seed1": "as decoder-heavy with train.seed=1",
+    "decoder-heavy-seed2": "as decoder-heavy with train.seed=2",
+}
+# Runs that differ only in train.seed: each recipe's mean and range over its seeds.
+SEED_GROUPS = {
+    "distilled (teacher + HR)": ["liif-nano-cpu-recipe", "distilled-seed1", "distilled-seed2"],
+    "no-teacher (HR only)": ["no-teacher", "no-teacher-seed1", "no-teacher-seed2"],
+    "decoder-heavy (distilled)": ["decoder-heavy", "decoder-heavy-seed1", "decoder-heavy-seed2"],
 }
 
 
@@ -73,6 +83,20 @@ def ablation_table(folder: Path) -> str:
         delta = f"{r[2]['liif_y'] - base[2]['liif_y']:+.2f}" if name != base_name else ""
         lines.append(f"| {name} | {change} | {r[2]['liif_macs_per_px']:,.0f} | "
                      + " | ".join(f"{r[s]['liif_y']:.2f}" for s in (2, 3, 4)) + f" | {delta} |")
+    return "\n".join(lines)
+
+
+def seed_table(folder: Path) -> str:
+    """Mean (min - max) Set5 Y-PSNR of each of SEED_GROUPS whose runs are all in ``folder``."""
+    runs = {p.stem: read_rows(p) for p in sorted(folder.glob("*.json"))}
+    lines = ["| recipe | seeds | Set5 x2 | x3 | x4 |", "| --- | --- | --- | --- | --- |"]
+    for group, names in SEED_GROUPS.items():
+        if all(n in runs for n in names):
+            cells = []
+            for scale in (2, 3, 4):
+                values = [runs[n][scale]["liif_y"] for n in names]
+                cells.append(f"{sum(values) / len(values):.2f} ({min(values):.2f} - {max(values):.2f})")
+            lines.append(f"| {group} | {len(names)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -154,6 +178,7 @@ def main() -> None:
             print(f"{data}, H200\n\n{device_table(sr_reports(folder / 'h200', data), sr_reports(folder, data))}\n")
     if (folder / "ablation").is_dir():
         print(f"Ablation (Set5 Y-PSNR, dB)\n\n{ablation_table(folder / 'ablation')}\n")
+        print(f"Ablation over seeds: mean (min - max)\n\n{seed_table(folder / 'ablation')}\n")
     if Path(args.detection).is_file():
         print(f"Detection (demo test split)\n\n{detection_tables(Path(args.detection))}\n")
     if args.plot:
