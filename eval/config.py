@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import yaml
 
-from ardet.config import ConfigError, config_to_dict
+from ardet.config import ConfigError, config_to_dict, load_yaml
 
 
 @dataclass
@@ -77,8 +77,8 @@ def check_resumable(cfg: EvalConfig, out_dir: str | Path) -> None:
     path = Path(out_dir) / "config.yaml"
     if not path.exists():
         raise FileNotFoundError(f"--resume: {path} not found; nothing to resume in {out_dir}")
-    saved = yaml.safe_load(path.read_text(encoding="utf-8"))
-    now = yaml.safe_load(yaml.safe_dump(config_to_dict(cfg)))  # same normalisation as the saved file
+    saved = load_yaml(path.read_text(encoding="utf-8"))
+    now = load_yaml(yaml.safe_dump(config_to_dict(cfg)))  # same normalisation as the saved file
     diff = sorted(k for k in set(saved) | set(now) if k != "output" and saved.get(k) != now.get(k))
     if diff:
         raise ConfigError(f"--resume: the config differs from {path} in {', '.join(diff)}; resume with the same "

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args) or 0
-    except (ConfigError, ImageDecodeError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, ImageDecodeError, FileNotFoundError, ValueError, FloatingPointError) as e:
         # Expected user errors get one clear line, not a traceback (-vv shows it).
         logging.getLogger("ardet").debug("traceback", exc_info=True)
         print(f"ardet {args.command}: error: {e}", file=sys.stderr)

@@ -151,6 +151,9 @@ def train(cfg: TrainScaleConfig, *, run: RunFn | None = None, progress: bool = T
             else:
                 rows = np.array([table_rows[int(i)] for i in batch["index"]])
                 loss, parts = _oracle_loss(cfg.oracle, model, batch, knob, table, rows)
+            if not torch.isfinite(loss):  # before the step: checkpoint.pt keeps the last finite state
+                raise FloatingPointError(f"train-scale: the loss at step {step} is {loss.item()}; "
+                                         f"{out / 'checkpoint.pt'} holds the last checkpoint before it; lower optim.lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)

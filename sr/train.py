@@ -296,11 +296,18 @@ def train(cfg: Config) -> Path:
         loss.backward()
         opt.step()
         losses.append(loss.detach())  # no .item() per step: that would wait for the GPU every step
-        if step % cfg.train.log_every == 0 or step == cfg.train.steps:
-            history.write({"step": step, "loss": torch.stack(losses).mean().item(), "lr": opt.param_groups[0]["lr"],
+        logs = step % cfg.train.log_every == 0 or step == cfg.train.steps
+        saves = step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps
+        if logs or saves:
+            mean = torch.stack(losses).mean().item()
+            if not math.isfinite(mean):  # checked before saving: last.pt keeps the last finite state
+                raise FloatingPointError(f"train-sr: the loss up to step {step} is {mean}; {last} holds the last "
+                                         f"checkpoint before it; lower train.lr")
+        if logs:
+            history.write({"step": step, "loss": mean, "lr": opt.param_groups[0]["lr"],
                            "seconds": round(time.time() - start, 1)})
             losses = []
-        if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
+        if saves:
             buf = io.BytesIO()
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step}, buf)
             atomic_write_bytes(last, buf.getvalue())

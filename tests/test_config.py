@@ -66,6 +66,17 @@ def test_bad_files_are_clear_errors(tmp_path):
         load_config(Run, tmp_path / "list.yaml")
 
 
+def test_numbers_in_exponent_notation_are_numbers(tmp_path):
+    # YAML 1.2 reads all of these as floats; PyYAML's YAML 1.1 rules alone would read the first three as strings
+    (tmp_path / "e.yaml").write_text("optim:\n  lr: 1e-4\n")
+    assert load_config(Run, tmp_path / "e.yaml").optim.lr == 1e-4
+    for raw, value in (("1e-4", 1e-4), ("3E5", 3e5), ("+2.5e+3", 2500.0), ("1.0e-05", 1e-5), (".5e1", 5.0)):
+        assert load_config(Run, None, [f"optim.lr={raw}"]).optim.lr == value
+    assert load_config(Run, None, ["name=1e3x"]).name == "1e3x"
+    with pytest.raises(ConfigError, match="optim.steps: expected an integer"):
+        load_config(Run, None, ["optim.steps=1e3"])
+
+
 def test_overrides_do_not_mutate_the_input():
     data = {"optim": {"lr": 1.0}}
     assert apply_overrides(data, ["optim.lr=2"]) == {"optim": {"lr": 2}}

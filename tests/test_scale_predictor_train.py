@@ -166,6 +166,22 @@ def test_resume_continues_exactly(synth, tmp_path):
         train(_config(synth, tmp_path / "b", steps + ["optim.steps=9", "optim.lr=0.01"]), progress=False)
 
 
+def test_a_non_finite_loss_stops_training_before_the_step(synth, tmp_path, monkeypatch):
+    import scale_predictor.train as train_module
+
+    calls, elastic_loss = [], train_module._elastic_loss
+
+    def nan_at_third_step(*args):
+        loss, parts = elastic_loss(*args)
+        calls.append(1)
+        return (loss * math.nan if len(calls) == 3 else loss), parts
+
+    monkeypatch.setattr(train_module, "_elastic_loss", nan_at_third_step)
+    with pytest.raises(FloatingPointError, match="step 2 is nan"):
+        train(_config(synth, tmp_path, ELASTIC + ["checkpoint_every=1", "optim.steps=4"]), progress=False)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 2
+
+
 def test_cli_elastic_config_runs_and_reports_user_errors(synth, tmp_path, capsys):
     out = tmp_path / "cli"
     sets = [f"data.annotations={synth['annotations']}", f"data.images={synth['images']}", f"out_dir={out}",

@@ -242,6 +242,21 @@ def test_train_sr_writes_checkpoints_and_resumes_exactly(tmp_path):
     assert not torch.equal(a["imnet.layers.0.weight"], untrained["imnet.layers.0.weight"])
 
 
+def test_train_sr_stops_on_a_non_finite_loss_and_keeps_the_last_finite_checkpoint(tmp_path, capsys):
+    (tmp_path / "hr").mkdir()
+    Image.fromarray((np.random.default_rng(8).random((64, 64, 3)) * 255).astype(np.uint8)).save(tmp_path / "hr/0.png")
+    out = tmp_path / "run"
+    # Adam moves every weight by about lr in its first step: at 1e30 the next forward overflows
+    assert main(["train-sr", "--config", "configs/sr/liif-small.yaml", "--set", f"data.dir={tmp_path / 'hr'}",
+                 "--set", "data.package=null", "--set", "data.patch=16", "--set", "data.queries=64",
+                 "--set", "train.batch=2", "--set", "train.steps=4", "--set", "train.lr=1e30",
+                 "--set", "train.checkpoint_every=1", "--set", "train.log_every=1",
+                 "--set", f"train.out_dir={out}"]) == 2
+    assert "lower train.lr" in capsys.readouterr().err
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 1
+    assert all(torch.isfinite(v).all() for v in sr.load_model(str(out / "model.safetensors")).state_dict().values())
+
+
 def test_psnr_protocol_and_sr_eval_command(tmp_path):
     from sr.evaluate import benchmark_pair, psnr
 
