@@ -69,9 +69,8 @@ def quality_cost_table(reports: dict[str, dict[int, dict]]) -> str:
     return "\n".join(lines)
 
 
-def ablation_table(folder: Path) -> str:
-    """The runs in ``folder`` against the first of ABLATIONS, their common base."""
-    runs = {p.stem: read_rows(p) for p in sorted(folder.glob("*.json"))}
+def ablation_table(runs: dict[str, dict[int, dict]]) -> str:
+    """The ``runs`` (name -> sr-eval rows) against the first of ABLATIONS, their common base."""
     base_name = next(iter(ABLATIONS))
     base = runs[base_name]
     lines = [f"| run | change | MACs / output px, x2 | Set5 x2 | x3 | x4 | x2 vs {base_name} |",
@@ -86,9 +85,8 @@ def ablation_table(folder: Path) -> str:
     return "\n".join(lines)
 
 
-def seed_table(folder: Path) -> str:
-    """Mean (min - max) Set5 Y-PSNR of each of SEED_GROUPS whose runs are all in ``folder``."""
-    runs = {p.stem: read_rows(p) for p in sorted(folder.glob("*.json"))}
+def seed_table(runs: dict[str, dict[int, dict]]) -> str:
+    """Mean (min - max) Set5 Y-PSNR of each of SEED_GROUPS whose runs are all in ``runs``."""
     lines = ["| recipe | seeds | Set5 x2 | x3 | x4 |", "| --- | --- | --- | --- | --- |"]
     for group, names in SEED_GROUPS.items():
         if all(n in runs for n in names):
@@ -177,8 +175,9 @@ def main() -> None:
         for data in ("Set5", "Set14"):
             print(f"{data}, H200\n\n{device_table(sr_reports(folder / 'h200', data), sr_reports(folder, data))}\n")
     if (folder / "ablation").is_dir():
-        print(f"Ablation (Set5 Y-PSNR, dB)\n\n{ablation_table(folder / 'ablation')}\n")
-        print(f"Ablation over seeds: mean (min - max)\n\n{seed_table(folder / 'ablation')}\n")
+        runs = {p.stem: read_rows(p) for p in sorted((folder / "ablation").glob("*.json"))}
+        print(f"Ablation (Set5 Y-PSNR, dB)\n\n{ablation_table(runs)}\n")
+        print(f"Ablation over seeds: mean (min - max)\n\n{seed_table(runs)}\n")
     if Path(args.detection).is_file():
         print(f"Detection (demo test split)\n\n{detection_tables(Path(args.detection))}\n")
     if args.plot:
