@@ -389,13 +389,16 @@ def make_dataset(out_dir: str | os.PathLike, seed: int = 0, num_train: int = 200
                  num_test: int = 100, image_size: int | tuple[int, int] = 192, progress: bool = False) -> dict[str, Path]:
     """The synthetic dataset under ``out_dir``: ``{train,val,test}/images/*.png`` and ``{train,val,test}/annotations.json``
     (COCO; ``file_name`` is relative to ``images/``; every image entry also has ``kind``: large | small | mixed).
-    ``image_size`` is the native size, ``H`` or ``(H, W)``. Returns ``{split: annotations path}``.
+    ``image_size`` is the native size, ``H`` or ``(H, W)``. A count of 0 skips that split: one already under
+    ``out_dir`` is left as it is (the demo's test split and a training run's train split share ``data/demo``).
+    Returns ``{split: annotations path}`` for the splits written or kept.
 
     Each image depends only on (seed, split, its index, image_size): changing the number of training images leaves
     val and test unchanged."""
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     counts = dict(zip(SPLITS, (num_train, num_val, num_test)))
-    return {split: make_split(Path(out_dir) / split, seed, split, n, size, progress) for split, n in counts.items()}
+    return {split: make_split(Path(out_dir) / split, seed, split, n, size, progress)
+            for split, n in counts.items() if n != 0}
 
 
 def _check_size(image_size) -> tuple[int, int]:

@@ -48,6 +48,14 @@ def test_same_seed_same_bytes_other_seed_differs_and_splits_are_independent(data
     assert _files(out / "test") == _files(tmp_path / "more" / "test")
 
 
+def test_zero_count_skips_the_split_and_keeps_one_already_there(tmp_path):
+    made = make_dataset(tmp_path, seed=7, num_train=3, num_val=0, num_test=0)
+    before = _files(tmp_path / "train")
+    assert set(made) == {"train"} and len(before) == 4 and not (tmp_path / "val").exists()
+    assert set(make_dataset(tmp_path, seed=7, num_train=0, num_val=0, num_test=2)) == {"test"}
+    assert _files(tmp_path / "train") == before  # the demo's test-only call does not empty a training split
+
+
 def _coco_eval_of_ground_truth(path):
     """pycocotools' COCOeval of the ground truth against itself: AP 1 in each populated area range, -1 in an empty one."""
     from pycocotools.coco import COCO

@@ -10,9 +10,9 @@ def add_parser(sub) -> None:
                     "ardet make-data --out data/synth256 --image-size 192 256   # height width")
     p.add_argument("--out", required=True, help="output folder: OUT/{train,val,test}/images/*.png and annotations.json")
     p.add_argument("--seed", type=int, default=0, help="the same seed gives the same pixels and JSON on every machine")
-    p.add_argument("--num-train", type=int, default=2000, help="training images")
-    p.add_argument("--num-val", type=int, default=100, help="validation images")
-    p.add_argument("--num-test", type=int, default=100, help="test images")
+    p.add_argument("--num-train", type=int, default=2000, help="training images (0: skip the split; one already there is kept)")
+    p.add_argument("--num-val", type=int, default=100, help="validation images (0: skip, as for --num-train)")
+    p.add_argument("--num-test", type=int, default=100, help="test images (0: skip, as for --num-train)")
     p.add_argument("--image-size", type=int, nargs="+", default=[192], metavar="PX",
                    help="native image size: one value (square) or HEIGHT WIDTH; at least 128")
     p.set_defaults(func=run)
