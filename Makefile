@@ -24,7 +24,7 @@ demo: install
 	$(ARDET) demo
 
 # Retrains the demo's shipped models (models/, sr/weights/) from scratch; `make demo` never trains.
-# About 1.5 hours on 2 CPU cores; see docs/models.md for each model's card.
+# About 50 minutes on the 2-core CPU machine (docs/models.md times each step and has each model's card).
 models: install
 	$(ARDET) make-data --out data/demo --seed 0
 	$(ARDET) train-detector --config configs/detector/demo-tiny.yaml

@@ -12,10 +12,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_detector_train import CATEGORIES, TINY, make_shapes, small_run  # noqa: E402
+from test_detector_train import make_shapes, random_init_detector, small_run  # noqa: E402
 
 from ardet.files import read_jsonl  # noqa: E402
-from detector import load_detector  # noqa: E402
 from detector.train import evaluate, train_detector  # noqa: E402
 
 
@@ -42,8 +41,7 @@ def main() -> None:
     print(f"loss: mean of first {n} steps {sum(losses[:n]) / n:.3f}, of last {n} {sum(losses[-n:]) / n:.3f}")
     print(f"training wall time {seconds:.1f} s with {torch.get_num_threads()} thread(s), validations included")
     for seed in range(5):
-        torch.manual_seed(seed)
-        m = evaluate(load_detector(str(TINY), categories=CATEGORIES), val_json, val_images, 64, 96)
+        m = evaluate(random_init_detector(cfg, seed), val_json, val_images, 64, 96)
         print(f"random init seed {seed}: AP {m['AP']:.2e}  AP50 {m['AP50']:.2e}")
 
 
