@@ -42,7 +42,8 @@ def validate_coco(data: object, source: str = "annotations") -> dict:
     """Check a COCO instances dict and return a normalised copy.
 
     Errors (ValueError naming ``source`` and the first offending entries): missing sections, duplicate or non-integer
-    ids, annotations pointing at unknown images or categories, boxes that are not 4 finite numbers with w, h >= 0.
+    ids, annotations pointing at unknown images or categories, boxes that are not 4 finite numbers with w, h >= 0,
+    areas that are not finite numbers >= 0, iscrowd other than 0 or 1.
     Filled in, with a logged warning: a missing annotation ``area`` (the box area; COCO's own is the mask area) and
     a missing ``iscrowd`` (0).
     """
@@ -64,6 +65,12 @@ def validate_coco(data: object, source: str = "annotations") -> dict:
     if bad:
         raise ValueError(f"{source}: {len(bad)} annotation(s) with a bbox that is not [x, y, w, h] of finite numbers "
                          f"with w, h >= 0, e.g. ids {bad[:5]}")
+    bad = [a["id"] for a in annotations if "area" in a and not (_is_number(a["area"]) and math.isfinite(a["area"])
+                                                                 and a["area"] >= 0)]
+    bad += [a["id"] for a in annotations if a.get("iscrowd", 0) not in (0, 1) or isinstance(a.get("iscrowd"), float)]
+    if bad:
+        raise ValueError(f"{source}: {len(bad)} annotation(s) with an area that is not a finite number >= 0 or an "
+                         f"iscrowd that is not 0 or 1, e.g. ids {bad[:5]}")
     no_area = [a for a in annotations if "area" not in a]
     for a in no_area:
         a["area"] = float(a["bbox"][2] * a["bbox"][3])
@@ -77,9 +84,12 @@ def validate_coco(data: object, source: str = "annotations") -> dict:
 
 def valid_box(box: object) -> bool:
     """True for ``[x, y, w, h]`` of four finite numbers with ``w, h >= 0``."""
-    return (isinstance(box, (list, tuple)) and len(box) == 4
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box)
+    return (isinstance(box, (list, tuple)) and len(box) == 4 and all(_is_number(v) and math.isfinite(v) for v in box)
             and box[2] >= 0 and box[3] >= 0)
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _entry(item: object, keys: tuple[str, ...], source: str, section: str) -> dict:
@@ -156,8 +166,9 @@ class CocoMetrics:
 def check_detections(dets: object, gt: dict, image_ids: list[int] | None = None) -> list[dict]:
     """Validate COCO-format detections against a validated GT dict; return clean copies (pycocotools mutates them).
 
-    Raises ValueError for: a non-list, entries without image_id/category_id/bbox/score, non-finite or negative-size
-    boxes, non-finite scores, image ids outside ``image_ids`` (default: all GT images), unknown category ids.
+    Raises ValueError for: a non-list, entries without image_id/category_id/bbox/score, ids that are not integers,
+    non-finite or negative-size boxes, non-finite scores, image or category ids the GT does not have. Detections for
+    GT images outside ``image_ids`` are left out, as pycocotools' ``imgIds`` ignores them.
     """
     if not isinstance(dets, list):
         raise ValueError(f"detections must be a JSON list of objects, got {type(dets).__name__}")
@@ -171,14 +182,20 @@ def check_detections(dets: object, gt: dict, image_ids: list[int] | None = None)
     if bad_box:
         raise ValueError(f"{len(bad_box)} detection(s) have a bbox that is not [x, y, w, h] of finite numbers with "
                          f"w, h >= 0 (NaN boxes would count as true positives in pycocotools), e.g. #{bad_box[:5]}")
-    bad_score = [i for i, d in enumerate(out) if not (isinstance(d["score"], (int, float)) and math.isfinite(d["score"]))]
+    bad_score = [i for i, d in enumerate(out) if not (_is_number(d["score"]) and math.isfinite(d["score"]))]
     if bad_score:
         raise ValueError(f"{len(bad_score)} detection(s) have a non-finite or non-numeric score, e.g. #{bad_score[:5]}")
-    allowed = set(image_ids) if image_ids is not None else {img["id"] for img in gt["images"]}
-    unknown = sorted({d["image_id"] for d in out} - allowed, key=str)
+    bad_id = [i for i, d in enumerate(out) if not all(isinstance(d[k], int) and not isinstance(d[k], bool)
+                                                      for k in ("image_id", "category_id"))]
+    if bad_id:
+        raise ValueError(f"{len(bad_id)} detection(s) have an image_id or category_id that is not an integer (COCO "
+                         f"ids are), e.g. #{bad_id[:5]}")
+    unknown = sorted({d["image_id"] for d in out} - {img["id"] for img in gt["images"]})
     if unknown:
-        where = "the evaluated images" if image_ids is not None else "the ground truth"
-        raise ValueError(f"detections for {len(unknown)} image id(s) not in {where}: {unknown[:5]}")
+        raise ValueError(f"detections for {len(unknown)} image id(s) not in the ground truth: {unknown[:5]}")
+    if image_ids is not None:
+        evaluated = set(image_ids)
+        out = [d for d in out if d["image_id"] in evaluated]
     cat_ids = {c["id"] for c in gt["categories"]}
     unknown = sorted({d["category_id"] for d in out} - cat_ids, key=str)
     if unknown:

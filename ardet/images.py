@@ -10,6 +10,7 @@ Policies, chosen to match how COCO annotations and DETR treat pixels:
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import warnings
@@ -75,8 +76,7 @@ def to_image(source: ImageSource, *, image_id: str | int | None = None, exif: Ex
     if isinstance(source, bytes):
         pixels = _decode(source, name, exif=exif, alpha=alpha, max_pixels=max_pixels)
     elif isinstance(source, Image.Image):
-        _check_size(source.size, name, max_pixels)
-        pixels = _pil_to_tensor(_oriented(source, exif), alpha)
+        pixels = _pil_image_to_tensor(source, name, exif=exif, alpha=alpha, max_pixels=max_pixels)
     elif isinstance(source, np.ndarray):  # numpy arrays follow PIL's [h, w, 3] layout
         pixels = _array_to_tensor(torch.from_numpy(np.ascontiguousarray(source)), name, max_pixels, channels_last=True)
     elif isinstance(source, torch.Tensor):  # tensors follow torch's [3, h, w] layout
@@ -91,13 +91,25 @@ def _decode(data: bytes, name: str, *, exif: ExifPolicy, alpha: AlphaPolicy, max
         raise ValueError(f"exif policy must be 'ignore' or 'apply', got {exif!r}")
     if not data:
         raise ImageDecodeError(f"{name}: empty file (0 bytes), not an image")
+    with _decode_errors(name), warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own max_pixels check decides
+        with Image.open(io.BytesIO(data)) as im:
+            return _pil_image_to_tensor(im, name, exif=exif, alpha=alpha, max_pixels=max_pixels)
+
+
+def _pil_image_to_tensor(im: Image.Image, name: str, *, exif: ExifPolicy, alpha: AlphaPolicy,
+                         max_pixels: int) -> torch.Tensor:
+    _check_size(im.size, name, max_pixels)
+    with _decode_errors(name):
+        im.load()  # Pillow decodes lazily: a truncated stream fails here
+    return _pil_to_tensor(_oriented(im, exif), alpha)
+
+
+@contextlib.contextmanager
+def _decode_errors(name: str):
+    """Pillow's many failure types for a file that is not a readable image, as one ImageDecodeError naming it."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own max_pixels check decides
-            with Image.open(io.BytesIO(data)) as im:
-                _check_size(im.size, name, max_pixels)
-                im.load()
-                return _pil_to_tensor(_oriented(im, exif), alpha)
+        yield
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as e:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ardet.device import resolve_device
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -83,7 +85,9 @@ class Detector:
                  threshold: float = 0.0, top_k: int = 100, device: str | torch.device = "cpu"):
         if not label_map:
             raise ValueError("the detector has no output class mapped to a dataset category")
-        self.device = torch.device(device)
+        if not (0 <= threshold <= 1 and top_k >= 1):  # NaN fails too: it would silently keep nothing
+            raise ValueError(f"detector: need a score threshold in [0, 1] and top_k >= 1, got {threshold}, {top_k}")
+        self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.label_map = dict(label_map)
         self.threshold, self.top_k = float(threshold), int(top_k)

@@ -89,13 +89,24 @@ def _model_dir(path: Path) -> Path:
 
 def _from_pretrained(spec: str | Path, local: bool, id2label: dict[int, str] | None = None
                      ) -> tuple[nn.Module, tuple, tuple]:
+    from safetensors import SafetensorError
     from transformers import AutoModelForObjectDetection
 
     config = offline_safe_config(_read_json(spec, "config.json", local))
     if id2label:
         config.id2label, config.label2id = dict(id2label), {n: i for i, n in id2label.items()}
-    model = AutoModelForObjectDetection.from_pretrained(str(spec), config=config, local_files_only=local,
-                                                        ignore_mismatched_sizes=bool(id2label))
+    try:
+        model, info = AutoModelForObjectDetection.from_pretrained(
+            str(spec), config=config, local_files_only=local, ignore_mismatched_sizes=bool(id2label),
+            output_loading_info=True)
+    except (OSError, SafetensorError) as e:  # no weights file, or a truncated or foreign one
+        raise ValueError(f"detector {spec}: its weights cannot be loaded: {e}") from None
+    # transformers fills tensors the file lacks with random values and only warns: a detector that silently detects
+    # noise. A new class head (id2label) is replaced on purpose and reported as mismatched, not missing.
+    if info["missing_keys"]:
+        missing = sorted(info["missing_keys"])
+        raise ValueError(f"detector {spec}: its weights lack {len(missing)} of the model's tensors ({', '.join(missing[:3])}"
+                         f"{', ...' if len(missing) > 3 else ''}): the weights file does not match config.json")
     processor = _read_json(spec, "preprocessor_config.json", local, required=False) or {}
     if processor.get("do_normalize", True):
         mean, std = tuple(processor.get("image_mean", IMAGENET_MEAN)), tuple(processor.get("image_std", IMAGENET_STD))

@@ -17,6 +17,7 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from ardet.coco import evaluate_bbox, load_coco_json
+from ardet.device import resolve_device
 from ardet.config import save_config
 from ardet.files import JsonlWriter, atomic_write_json, atomic_write_text, read_jsonl
 from ardet.images import load_image
@@ -50,7 +51,7 @@ def train_detector(cfg: DetectorConfig, progress: bool = True) -> dict:
     if cfg.model.backbone.trainable_batchnorm and not t.freeze_backbone:
         use_trainable_batchnorm(model)
     set_trainable(model, t.freeze_backbone)
-    model.to(t.device)
+    model.to(resolve_device(t.device, "train.device"))
 
     backbone = [p for n, p in model.named_parameters() if p.requires_grad and in_backbone(n)]
     rest = [p for n, p in model.named_parameters() if p.requires_grad and not in_backbone(n)]

@@ -196,6 +196,8 @@ class CascadePolicy:
             raise ValueError("cascade policy: give exactly one of a fixed `high` size and a scale predictor")
         if score not in UNCERTAINTY_SCORES:
             raise ValueError(f"cascade policy: score must be one of {', '.join(UNCERTAINTY_SCORES)}, got {score!r}")
+        if not math.isfinite(threshold):
+            raise ValueError(f"cascade policy: threshold must be a finite number, got {threshold}")
         self.score, self.threshold, self.score_args = score, float(threshold), dict(score_args or {})
         self.fixed_low = FixedPolicy(detector, low, max_size, resampler, name="low")
         self.high = (FixedPolicy(detector, high, max_size, resampler, name="high") if predictor is None
@@ -234,6 +236,8 @@ class OraclePolicy:
         self.annotations: dict[int, list[dict]] = {i: [] for i in self.images}
         for a in dataset.gt["annotations"]:
             self.annotations[a["image_id"]].append(a)
+        if not short_sides:
+            raise ValueError("oracle policy: short_sides must list at least one candidate size")
         resampler = _resampler(resampler)
         self.candidates = [FixedPolicy(detector, s, max_size, resampler, f"short{s}") for s in sorted(short_sides)]
         self.name = name or f"oracle-{resampler.mode}" + (f"-lam{lam:g}" if lam else "") + _min_factor_tag(resampler)

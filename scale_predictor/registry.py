@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ardet.device import resolve_device
 from scale_predictor.model import ScalePredictor
 
 # Each entry: ScalePredictor arguments. FLOPs at the 224 thumbnail are in docs/scale-predictor.md (with the command).
@@ -60,16 +61,19 @@ def save_predictor(model: ScalePredictor, path: str | os.PathLike) -> Path:
 def load_predictor(path: str | os.PathLike, device: str = "cpu") -> ScalePredictor:
     """Rebuild a saved predictor from its .safetensors file (or the folder holding ``predictor.safetensors``); the
     spec comes from the file's metadata, else from ``predictor.json`` beside it. Returned in eval mode."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     if path.is_dir():
         path = path / "predictor.safetensors"
     if not path.is_file():
         raise FileNotFoundError(f"no scale predictor weights at {path}")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except SafetensorError as e:
+        raise ValueError(f"{path}: not a readable safetensors file (truncated or corrupt?): {e}") from None
     if SPEC_KEY in meta:
         spec = json.loads(meta[SPEC_KEY])
     elif (path.parent / SIDECAR).is_file():
@@ -77,6 +81,9 @@ def load_predictor(path: str | os.PathLike, device: str = "cpu") -> ScalePredict
     else:
         raise ValueError(f"{path}: no predictor spec in its metadata and no {SIDECAR} beside it")
     model = create_predictor(spec)
-    model.load_state_dict(load_file(str(path), device="cpu"))
-    return model.to(device).eval()
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:  # missing, unexpected or misshapen tensors
+        raise ValueError(f"{path}: its tensors do not match the predictor its spec describes: {e}") from None
+    return model.to(resolve_device(device)).eval()
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ardet.config import config_to_dict, save_config
+from ardet.device import resolve_device
 from ardet.files import JsonlWriter, atomic_write_bytes
 from scale_predictor.data import CocoScaleData, collate
 from scale_predictor.losses import beta_mean_from_localisation, distribution_loss, oracle_loss, scale_loss
@@ -130,7 +131,7 @@ def train(cfg: TrainScaleConfig, *, run: RunFn | None = None, progress: bool = T
     if cfg.mode == "oracle":
         table = _oracle_table(cfg, model, data, usable, run, progress)
         table_rows = dict(zip(usable, range(len(usable))))
-    model.to(cfg.device)
+    model.to(resolve_device(cfg.device, "device"))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     start = _resume(out / "checkpoint.pt", cfg, model, opt)
     save_config(cfg, out)

@@ -21,10 +21,10 @@ def _tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
 
 
-def benchmark_pair(hr: Image.Image, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(LR [3, h, w], HR [3, s*h, s*w]) in [0, 1]: HR cropped at the top-left to a multiple of ``scale``; LR is the
-    reference's 8-bit round trip (``ToPILImage`` truncates ``x * 255``) and PIL bicubic resize."""
-    hr_t = _tensor(hr)
+def benchmark_pair(hr_t: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(LR [3, h, w], HR [3, s*h, s*w]) in [0, 1] from an HR image [3, H, W] in [0, 1]: HR cropped at the top-left to
+    a multiple of ``scale``; LR is the reference's 8-bit round trip (``ToPILImage`` truncates ``x * 255``) and PIL
+    bicubic resize."""
     h, w = hr_t.shape[1] // scale, hr_t.shape[2] // scale
     hr_t = hr_t[:, :h * scale, :w * scale]
     as_pil = Image.fromarray(hr_t.mul(255).byte().permute(1, 2, 0).numpy())
@@ -43,7 +43,8 @@ def psnr(sr: torch.Tensor, hr: torch.Tensor, shave: int, y_channel: bool = True)
         diff = torch.einsum("...chw,c->...hw", diff, diff.new_tensor(Y_WEIGHTS))
     if shave:
         diff = diff[..., shave:-shave, shave:-shave]
-    return -10 * math.log10(diff.pow(2).mean().item())
+    mse = diff.pow(2).mean().item()
+    return math.inf if mse == 0 else -10 * math.log10(mse)  # NaN stays NaN
 
 
 def image_paths(folder: str | Path) -> list[Path]:
@@ -78,6 +79,8 @@ def evaluate(model, folder: str | Path, scales=(2, 3, 4), progress: bool = False
     the CPU; with ``bf16_time`` the model cast to bfloat16 too)."""
     from tqdm import tqdm
 
+    from ardet.images import load_image
+
     paths = image_paths(folder)
     device = next(model.parameters()).device
     timed = {"liif": model.upscale, "bicubic": bicubic_torch}  # bicubic on the CPU, where the LR images are
@@ -90,7 +93,10 @@ def evaluate(model, folder: str | Path, scales=(2, 3, 4), progress: bool = False
         totals = {"liif_y": 0.0, "liif_rgb": 0.0, "bicubic_y": 0.0, "bicubic_rgb": 0.0}
         seconds, megapixels = dict.fromkeys(timed, 0.0), 0.0
         for path in tqdm(paths, desc=f"x{scale}", disable=not progress):
-            lr, hr = benchmark_pair(Image.open(path), scale)
+            pixels = load_image(path).pixels  # the reference's ToTensor(convert("RGB")) on 8-bit RGB; any mode
+            if min(pixels.shape[-2:]) < 3 * scale:  # the protocol shaves `scale` HR pixels per border
+                raise ValueError(f"{path}: {tuple(pixels.shape[-2:])} px is too small to benchmark at x{scale}")
+            lr, hr = benchmark_pair(pixels, scale)
             size = tuple(hr.shape[-2:])
             megapixels += size[0] * size[1] / 1e6
             outputs = {}
@@ -102,8 +108,11 @@ def evaluate(model, folder: str | Path, scales=(2, 3, 4), progress: bool = False
                 seconds[key] += time.perf_counter() - start
                 outputs[key] = out.cpu()
             for key, out in (("liif", outputs["liif"]), ("bicubic", bicubic_pil(lr, size))):
-                totals[f"{key}_y"] += psnr(out, hr, scale) / len(paths)
-                totals[f"{key}_rgb"] += psnr(out, hr, scale, y_channel=False) / len(paths)
+                y, rgb = psnr(out, hr, scale), psnr(out, hr, scale, y_channel=False)
+                if not math.isfinite(y + rgb):  # NaN output, or an exact (flat) image: no mean to report
+                    raise ValueError(f"{path}: x{scale} {key} PSNR is not finite (Y {y}, RGB {rgb}); leave flat images out")
+                totals[f"{key}_y"] += y / len(paths)
+                totals[f"{key}_rgb"] += rgb / len(paths)
         cost = {"liif_macs_per_px": round(macs_per_px(model.upscale, scale, cost_lr_size), 1),
                 "bicubic_macs_per_px": round(macs_per_px(bicubic_torch, scale, cost_lr_size), 1),
                 **{f"{key}_ms_per_mpx": round(1e3 * s / megapixels, 1) for key, s in seconds.items()}}

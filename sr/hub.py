@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ardet.device import resolve_device
 from sr.liif import LIIF
 from sr.models import make
 
@@ -67,7 +68,7 @@ def load_model(name_or_path: str, device: str | torch.device = "cpu", dtype: tor
         path = Path(name_or_path)
         if not path.is_file():
             raise FileNotFoundError(f"{name_or_path}: neither a file nor a model name ({', '.join(list_models())})")
-    return load_checkpoint(path).to(device, dtype).eval()
+    return load_checkpoint(path).to(resolve_device(device), dtype).eval()
 
 
 def load_checkpoint(path: str | Path) -> LIIF:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sr.models import make, register
+from sr.resample import check_size
 
 SHIFTS = (-1, 1)  # the local ensemble: the LR cell above/below (left/right) of a query, shifted by 1e-6 past it
 EPS_SHIFT = 1e-6
@@ -116,7 +117,7 @@ class LIIF(nn.Module):
     @torch.no_grad()
     def upscale_plain(self, img: torch.Tensor, size: tuple[int, int], chunk: int = 30000) -> torch.Tensor:
         """Reference inference: [B, 3, h, w] in [0, 1] -> [B, 3, H, W] in [0, 1]."""
-        b, (H, W) = img.shape[0], _check_size(size)
+        b, (H, W) = img.shape[0], check_size(size)
         feat = self.gen_feat(img.float())
         coord = grid_coord(H, W).view(1, -1, 2).expand(b, -1, -1)
         cell = torch.ones_like(coord)
@@ -174,7 +175,9 @@ class LIIF(nn.Module):
         on LR tiles of about ``tile`` pixels a side (None: one tile), the decoder on about ``chunk`` queries at a
         time; by default 2048 on the CPU (small chunks keep the MLP's activations in cache) and 65536 on a GPU
         (where each chunk costs a kernel launch per layer and 2048 queries leave it idle)."""
-        (b, _, h, w), (H, W) = img.shape, _check_size(size)
+        (b, _, h, w), (H, W) = img.shape, check_size(size)
+        if tile is not None and tile < 1:
+            raise ValueError(f"tile must be a positive number of LR pixels (or None: one tile), got {tile}")
         p = next(self.parameters())
         chunk = chunk or (2048 if p.device.type == "cpu" else 65536)
         x = ((img.to(p.device, torch.float32) - 0.5) / 0.5).to(p.dtype).contiguous(memory_format=torch.channels_last)
@@ -213,13 +216,6 @@ def _members(iy, ry, ix, rx, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     index = torch.stack([iy[a] * width + ix[e] for a in (0, 1) for e in (0, 1)])
     rel = torch.stack([torch.stack(torch.broadcast_tensors(ry[a], rx[e]), -1) for a in (0, 1) for e in (0, 1)])
     return index, rel
-
-
-def _check_size(size) -> tuple[int, int]:
-    H, W = (int(s) for s in size)
-    if H <= 0 or W <= 0 or (H, W) != tuple(size):
-        raise ValueError(f"output size must be two positive integers, got {size!r}")
-    return H, W
 
 
 def _bands(n_out: int, n_in: int, tile: int | None) -> list[tuple[int, int]]:

@@ -9,14 +9,27 @@ import torch
 import torch.nn.functional as F
 
 
+# The largest output rendered: the largest image ardet.images reads (Pillow's decompression-bomb limit), so a wild
+# size or scale is one clear error instead of an allocation failure deep inside torch.
+MAX_OUTPUT_PIXELS = 178_956_970
+
+
+def check_size(size) -> tuple[int, int]:
+    """``size`` as (H, W) after checking it is two positive integers of at most MAX_OUTPUT_PIXELS pixels."""
+    H, W = (int(s) for s in size)
+    if H <= 0 or W <= 0 or (H, W) != tuple(size):
+        raise ValueError(f"output size must be two positive integers, got {size!r}")
+    if H * W > MAX_OUTPUT_PIXELS:
+        raise ValueError(f"output size {H}x{W} = {H * W:,} pixels exceeds the limit of {MAX_OUTPUT_PIXELS:,}")
+    return H, W
+
+
 def resize(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
     """[B, 3, h, w] -> [B, 3, H, W]: align_corners=False, antialiased when an axis shrinks; bicubic is clamped to
     [0, 1] (its overshoot would leave the image range)."""
     if mode not in ("bilinear", "bicubic"):
         raise ValueError(f"resize mode must be 'bilinear' or 'bicubic', got {mode!r}")
-    size = (int(size[0]), int(size[1]))
-    if min(size) <= 0:
-        raise ValueError(f"output size must be positive, got {size}")
+    size = check_size(size)
     shrinks = size[0] < x.shape[-2] or size[1] < x.shape[-1]
     y = F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=shrinks)
     return y.clamp(0, 1) if mode == "bicubic" else y

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ardet.device import resolve_device
 from sr.evaluate import IMAGE_SUFFIXES
 from sr.hub import create_model, load_model, save_model
 from sr.liif import grid_coord
@@ -236,18 +237,6 @@ class Batches(torch.utils.data.Dataset):
                 else sample_batch(self.images, self.cfg, self.batch, gen))
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise ValueError(f"train.device: {e}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device {name!r}: no CUDA device is available here; use auto or cpu")
-    return device
-
-
 def train(cfg: Config) -> Path:
     """Train; return the path of the final ``model.safetensors``."""
     from tqdm import tqdm
@@ -260,7 +249,7 @@ def train(cfg: Config) -> Path:
     if cfg.model.init and cfg.model.args:
         raise ValueError("model: args apply to a new model (name), not to init weights")
     model = load_model(cfg.model.init) if cfg.model.init else create_model(cfg.model.name, **cfg.model.args)
-    device = _device(cfg.train.device)
+    device = resolve_device(cfg.train.device, "train.device")
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
     step, last = 0, out / "last.pt"

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import save_file
 from torchvision.transforms.v2 import functional as TF
 
 from detector import Detections, Detector, build_model, detr_target_size, load_detector, map_labels, set_trainable
@@ -346,6 +347,48 @@ def test_detect_cli_writes_coco_results_and_drawing(tmp_path):
     results = json.loads(out.read_text())
     assert {r["image_id"] for r in results} == {17, "photo"} and {r["category_id"] for r in results} <= {0, 1}
     assert main(["detect", str(tmp_path / "17.png"), "--detector", str(tmp_path / "missing")]) == 2
+
+
+def test_detect_cli_keeps_the_readable_images_results_and_checks_outputs_first(tmp_path, capsys):
+    from pipeline.cli import main
+
+    torch.manual_seed(5)
+    build_model(tiny_config("conditional_detr", num_labels=2)).save_pretrained(tmp_path / "model")
+    Image.fromarray(random_image(60, 50, 6)).save(tmp_path / "good.png")
+    (tmp_path / "broken.png").write_bytes((tmp_path / "good.png").read_bytes()[:200])
+    (tmp_path / "b").mkdir()
+    Image.fromarray(random_image(40, 40, 7)).save(tmp_path / "b" / "good.png")
+    out, run = tmp_path / "dets.json", ["--detector", str(tmp_path / "model"), "--size", "64", "--threshold", "0"]
+    # One truncated file among the inputs: its error is reported, the other image's results are still written.
+    assert main(["detect", str(tmp_path / "good.png"), str(tmp_path / "broken.png"), *run, "--out", str(out)]) == 2
+    assert "broken.png" in capsys.readouterr().err
+    assert {r["image_id"] for r in json.loads(out.read_text())} == {"good"}
+    # Two inputs with one image id (results and drawings are named by it), a drawing path that is no image file,
+    # an output that is a folder: refused before the model runs, and nothing is written.
+    out.unlink()
+    for inputs, extra, message in (([tmp_path / "good.png", tmp_path / "b" / "good.png"], [], "share"),
+                                   ([tmp_path / "good.png"], ["--draw", str(tmp_path / "drawing")], "--draw"),
+                                   ([tmp_path / "good.png"], ["--out", str(tmp_path / "b")], "--out")):
+        assert main(["detect", *map(str, inputs), *run, *(extra or ["--out", str(out)])]) == 2
+        assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_weights_that_do_not_fit_or_do_not_load_are_clear_errors(tmp_path):
+    """transformers only warns and initialises missing tensors at random: a detector that detects noise."""
+    torch.manual_seed(5)
+    build_model(tiny_config("conditional_detr", num_labels=2)).save_pretrained(tmp_path / "model")
+    weights = tmp_path / "model" / "model.safetensors"
+    save_file({"unrelated": torch.zeros(2)}, str(weights))
+    with pytest.raises(ValueError, match="lack"):
+        load_detector(str(tmp_path / "model"))
+    weights.write_bytes(b"\x00" * 64)
+    with pytest.raises(ValueError, match="cannot be loaded"):
+        load_detector(str(tmp_path / "model"))
+    weights.unlink()
+    with pytest.raises(ValueError, match="cannot be loaded"):
+        load_detector(str(tmp_path / "model"))
+    with pytest.raises(ValueError, match="no CUDA device|cpu, cuda"):
+        Detector(build_model(tiny_config("conditional_detr", num_labels=2)), {0: 1}, device="gpu")
 
 
 def test_flops_cli_detr_r50_at_480x640(tmp_path):

@@ -80,6 +80,9 @@ GOOD = {"images": [{"id": 1, "file_name": "a.jpg"}], "categories": [{"id": 1, "n
     (lambda d: d["annotations"][0].update(image_id=7), "unknown image_id"),
     (lambda d: d["annotations"][0].update(category_id=7), "unknown category_id"),
     (lambda d: d["annotations"][0].update(bbox=[0, 0, float("inf"), 1]), "bbox"),
+    (lambda d: d["annotations"][0].update(area="big"), "area"),  # pycocotools would fail comparing it to a range
+    (lambda d: d["annotations"][0].update(area=float("nan")), "area"),  # ... or silently drop the object
+    (lambda d: d["annotations"][0].update(iscrowd="no"), "iscrowd"),
 ])
 def test_validation_errors_name_the_problem(mutate, message):
     data = json.loads(json.dumps(GOOD))

@@ -136,11 +136,24 @@ def test_zero_based_labels_are_caught_with_a_hint():
         evaluate_bbox(gt, dets)
 
 
-def test_detections_outside_the_evaluated_subset_are_an_error():
+def test_detections_outside_the_evaluated_subset_are_ignored_as_pycocotools_does():
+    gt = make_gt(8, seed=5)
+    dets = make_dets(gt, seed=6)  # a results file for every image, evaluated on a subset
+    subset = [img["id"] for img in gt["images"][::3]]
+    assert list(evaluate_bbox(gt, dets, subset).stats) == pycocotools_eval(gt, dets, image_ids=subset)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d[0].update(image_id=[1]), "not an integer"),
+    (lambda d: d[0].update(category_id=True), "not an integer"),
+    (lambda d: d[0].update(score=True), "score"),
+])
+def test_detection_ids_and_scores_must_be_numbers(mutate, message):
     gt = make_gt(5)
     dets = make_dets(gt)
-    with pytest.raises(ValueError, match="not in the evaluated images"):
-        evaluate_bbox(gt, dets, [gt["images"][0]["id"]])
+    mutate(dets)
+    with pytest.raises(ValueError, match=message):
+        evaluate_bbox(gt, dets)
 
 
 def test_input_detections_are_not_mutated():

@@ -161,6 +161,9 @@ def test_save_load_roundtrip(tmp_path, model):
     assert load_predictor(tmp_path / "sp").predict(images) == expected
     with pytest.raises(FileNotFoundError):
         load_predictor(tmp_path / "missing.safetensors")
+    path.write_bytes(path.read_bytes()[:1000])  # truncated
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        load_predictor(path)
 
 
 def test_backbone_weights_from_a_local_file(tmp_path):

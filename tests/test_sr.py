@@ -219,6 +219,15 @@ def test_upscale_command(tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "small.npy"),
                                sr.resize(x, (6, 8), "bicubic")[0].permute(1, 2, 0).numpy(), atol=1e-6)
     assert main(["upscale", str(tmp_path / "in.png"), str(tmp_path / "o.png"), "--size", "3x0"]) == 2
+    # A size no machine could hold, or no size at all, is one clear error, not an allocation failure; the output
+    # already there is kept.
+    before = (tmp_path / "out.png").read_bytes()
+    for scale in ("1e5", "inf", "nan"):
+        assert main(["upscale", str(tmp_path / "in.png"), str(tmp_path / "out.png"), "--scale", scale]) == 2
+    assert (tmp_path / "out.png").read_bytes() == before and sorted(tmp_path.iterdir()) == sorted(
+        tmp_path / n for n in ("in.png", "out.npy", "out.png", "small.npy"))  # no temporary file left behind
+    with pytest.raises(ValueError, match="exceeds"):
+        sr.resize(x, (20000, 20000))
 
 
 def test_train_sr_writes_checkpoints_and_resumes_exactly(tmp_path):
@@ -257,6 +266,24 @@ def test_train_sr_stops_on_a_non_finite_loss_and_keeps_the_last_finite_checkpoin
     assert all(torch.isfinite(v).all() for v in sr.load_model(str(out / "model.safetensors")).state_dict().values())
 
 
+def test_sr_eval_reads_images_as_the_pipeline_does_and_names_bad_ones(tmp_path, capsys):
+    """16-bit PNGs are read at their depth (Pillow's RGB conversion would make them white), so a 16-bit copy of an
+    8-bit image scores as the 8-bit one; an image too small for the protocol's shave is an error naming it."""
+    from sr.evaluate import evaluate
+
+    pixels = (np.random.default_rng(3).random((24, 30)) * 255).astype(np.uint8)
+    for name, array in (("8bit", pixels), ("16bit", pixels.astype(np.uint16) * 257)):
+        (tmp_path / name).mkdir()
+        Image.fromarray(array).save(tmp_path / name / "a.png")
+    model = sr.load_model("liif-small")
+    rows = {name: evaluate(model, tmp_path / name, scales=(2,), cost_lr_size=(8, 8))[0] for name in ("8bit", "16bit")}
+    for key in ("liif_y", "liif_rgb", "bicubic_y", "bicubic_rgb"):
+        assert rows["16bit"][key] == rows["8bit"][key], key
+    Image.fromarray(pixels[:5, :5]).save(tmp_path / "8bit" / "tiny.png")
+    assert main(["sr-eval", "--model", "liif-small", "--data", str(tmp_path / "8bit"), "--scales", "2"]) == 2
+    assert "tiny.png" in capsys.readouterr().err
+
+
 def test_psnr_protocol_and_sr_eval_command(tmp_path):
     from sr.evaluate import benchmark_pair, psnr
 
@@ -264,7 +291,7 @@ def test_psnr_protocol_and_sr_eval_command(tmp_path):
     # A uniform error d on every channel is a Y error of d * (65.738 + 129.057 + 25.064) / 256: analytic PSNR.
     assert psnr(hr + 0.01, hr, shave=2) == pytest.approx(-20 * np.log10(0.01 * 219.859 / 256), abs=1e-4)
     assert psnr(hr + 0.01, hr, shave=2, y_channel=False) == pytest.approx(40.0, abs=1e-4)
-    lr, hr = benchmark_pair(Image.fromarray(np.zeros((13, 11, 3), np.uint8)), 3)
+    lr, hr = benchmark_pair(torch.zeros(3, 13, 11), 3)
     assert lr.shape == (3, 4, 3) and hr.shape == (3, 12, 9)
     (tmp_path / "data").mkdir()
     for i in range(2):

@@ -59,35 +59,75 @@ def run(args) -> int:
     from pathlib import Path
 
     from ardet.files import atomic_write_json
+    from ardet.images import ImageDecodeError
     from pipeline import AdaptivePipeline
 
+    image_ids, targets = check_outputs(args)
     pipe = AdaptivePipeline.from_config({
         "detector": {"spec": args.detector, "threshold": args.threshold, "top_k": args.top_k},
         "policy": policy_entry(args), "categories": args.categories, "device": args.device})
-    results = []
-    for path in args.images:
-        image = pipe.load(path)
+    results, failed = [], []
+    for path, image_id, target in zip(args.images, image_ids, targets):
+        try:
+            image = pipe.load(path)
+        except (ImageDecodeError, FileNotFoundError) as e:  # one unreadable file does not cost the others' results
+            print(f"ardet detect: error: {e}", file=sys.stderr)
+            failed.append(path)
+            continue
         result = pipe(image)
-        image_id = int(result.image_id) if str(result.image_id).isdigit() else result.image_id
         results += result.detections.to_coco(image_id)
         print(f"{path}: {len(result.detections)} detections at {result.size[0]}x{result.size[1]} "
               f"({result.resampler}), {sum(result.flops.values()) / 1e9:.2f} GFLOPs", file=sys.stderr)
-        if args.draw:
-            target = Path(args.draw) if len(args.images) == 1 else Path(args.draw) / f"{Path(path).stem}.png"
+        if target:
             draw_detections(image.pixels, result.detections, pipe.category_names, target)
+    done = len(args.images) - len(failed)
     if args.out:
         atomic_write_json(args.out, results)
-        print(f"{len(results)} detections in {len(args.images)} image(s) -> {args.out}")
+        print(f"{len(results)} detections in {done} image(s) -> {args.out}")
     else:
         print(json.dumps(results, indent=1))
+    if failed:
+        print(f"ardet detect: error: {len(failed)} of {len(args.images)} image(s) could not be read: "
+              f"{', '.join(failed)}", file=sys.stderr)
+        return 2
     return 0
 
 
+def check_outputs(args) -> tuple[list, list]:
+    """Each input's image id (its file stem; an integer when all digits, as COCO ids are) and drawing path, checked
+    before any work: two inputs may not share an id, and the outputs must be writable files."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    stems = [Path(p).stem for p in args.images]
+    image_ids = [int(s) if s.isdigit() else s for s in stems]
+    for name, values in (("image id", image_ids), ("file stem", stems)):
+        if len(set(values)) < len(values):
+            same = sorted({str(v) for v in values if values.count(v) > 1})
+            raise ValueError(f"inputs share a {name} ({', '.join(same)}): results and drawings are named by it; "
+                             f"rename or run them separately")
+    if args.out and Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a folder; give a JSON file path")
+    if not args.draw:
+        return image_ids, [None] * len(stems)
+    if len(args.images) > 1:
+        if Path(args.draw).is_file():
+            raise ValueError(f"--draw {args.draw} is a file; with several inputs it names a folder")
+        return image_ids, [Path(args.draw) / f"{s}.png" for s in stems]
+    if Path(args.draw).suffix.lower() not in Image.registered_extensions() or Path(args.draw).is_dir():
+        raise ValueError(f"--draw {args.draw}: with one input it names an image file, e.g. dets.png")
+    return image_ids, [Path(args.draw)]
+
+
 def draw_detections(pixels, dets, names: dict[int, str], path) -> None:
-    """Save the image with each box and its ``name score`` label."""
+    """Save the image with each box and its ``name score`` label (atomically: no half-written file on a kill)."""
+    import io
     from pathlib import Path
 
     from PIL import Image, ImageDraw
+
+    from ardet.files import atomic_write_bytes
 
     image = Image.fromarray((pixels.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy())
     draw = ImageDraw.Draw(image)
@@ -99,5 +139,6 @@ def draw_detections(pixels, dets, names: dict[int, str], path) -> None:
         left, top, right, bottom = draw.textbbox((x, y), label)
         draw.rectangle((left, top, right, bottom), fill=colour)
         draw.text((x, y), label, fill=(255, 255, 255))
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
+    buf = io.BytesIO()
+    image.save(buf, format=Image.registered_extensions()[Path(path).suffix.lower()])
+    atomic_write_bytes(path, buf.getvalue())

@@ -32,6 +32,8 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def run(args) -> int:
+    import io
+    import math
     from pathlib import Path
 
     import numpy as np
@@ -39,19 +41,18 @@ def run(args) -> int:
     from PIL import Image
 
     import sr
+    from ardet.files import atomic_write_bytes
     from ardet.images import load_image
 
     out = Path(args.output)
-    if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".npy"):
-        raise ValueError(f"{out}: output must be .png, .jpg or .npy")
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".npy") or out.is_dir():
+        raise ValueError(f"{out}: output must be a .png, .jpg or .npy file")
+    if args.scale is not None and not (math.isfinite(args.scale) and args.scale > 0):
+        raise ValueError(f"--scale must be a positive number, got {args.scale}")
     img = load_image(args.input).pixels[None]
     h, w = img.shape[-2:]
-    if args.size:
-        size = parse_size(args.size)
-    elif args.scale > 0:
-        size = (max(1, round(h * args.scale)), max(1, round(w * args.scale)))
-    else:
-        raise ValueError(f"--scale must be positive, got {args.scale}")
+    size = sr.check_size(parse_size(args.size) if args.size else
+                         (max(1, round(h * args.scale)), max(1, round(w * args.scale))))
     grows = size[0] > h or size[1] > w
     if grows or args.liif_always:
         model = sr.load_model(args.model, args.device, getattr(torch, args.dtype))
@@ -59,10 +60,12 @@ def run(args) -> int:
     else:
         result = sr.resize(img, size, "bicubic")
     pixels = result[0].permute(1, 2, 0).float().cpu().numpy()
-    out.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()  # then one atomic write: a kill mid-save never leaves a broken file in place of an old one
     if out.suffix.lower() == ".npy":
-        np.save(out, pixels.astype(np.float32))
+        np.save(buf, pixels.astype(np.float32))
     else:
-        Image.fromarray(np.round(pixels * 255).astype(np.uint8)).save(out)
+        Image.fromarray(np.round(pixels * 255).astype(np.uint8)).save(buf, format=Image.registered_extensions()[
+            out.suffix.lower()])
+    atomic_write_bytes(out, buf.getvalue())
     print(f"{args.input} {h}x{w} -> {out} {size[0]}x{size[1]}")
     return 0
