@@ -172,6 +172,10 @@ def map_labels(id2label: dict, categories: list[dict] | None) -> dict[int, int]:
     if categories is None:
         return {i: i for i in named}
     wanted = {int(c["id"]): _norm(c["name"]) for c in categories}
+    for what, values in (("ids", [int(c["id"]) for c in categories]), ("names", [_norm(c["name"]) for c in categories])):
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:  # one of them would silently never be detected
+            raise ValueError(f"dataset categories repeat {what}: {', '.join(repeated)}")
     if all(names.get(cid) in (name, f"label {cid}") for cid, name in wanted.items()):
         log.info("detector classes mapped to %d dataset categories by id", len(wanted))
         return {cid: cid for cid in wanted}

@@ -67,6 +67,8 @@ class AdaptivePipeline:
     """A policy (fixed, adaptive, cascade, ...) with its detector, callable on paths, PIL images or tensors."""
 
     def __init__(self, policy, detector, exif: str = "ignore", category_names: dict[int, str] | None = None):
+        if exif not in ("ignore", "apply"):
+            raise ValueError(f"exif must be 'ignore' or 'apply', got {exif!r}")
         self.policy, self.detector, self.exif = policy, detector, exif
         self.category_names = category_names or {
             category: detector.model.config.id2label[label] for label, category in detector.label_map.items()}

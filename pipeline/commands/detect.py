@@ -40,6 +40,9 @@ def add_parser(sub) -> None:
     p.add_argument("--out", help="write COCO results JSON here (default: print to stdout)")
     p.add_argument("--draw", help="draw boxes: an image file for one input, else a folder (one PNG per input)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
+    p.add_argument("--exif", choices=("ignore", "apply"), default="ignore",
+                   help="apply: turn photos upright by their EXIF orientation first (boxes in the upright image); "
+                        "ignore: the stored pixel grid, as COCO's annotations are")
     p.set_defaults(func=run)
 
 
@@ -65,7 +68,7 @@ def run(args) -> int:
     image_ids, targets = check_outputs(args)
     pipe = AdaptivePipeline.from_config({
         "detector": {"spec": args.detector, "threshold": args.threshold, "top_k": args.top_k},
-        "policy": policy_entry(args), "categories": args.categories, "device": args.device})
+        "policy": policy_entry(args), "categories": args.categories, "device": args.device, "exif": args.exif})
     results, failed = [], []
     for path, image_id, target in zip(args.images, image_ids, targets):
         try:
