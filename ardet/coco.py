@@ -217,6 +217,9 @@ def evaluate_bbox(gt: dict, dets: list[dict], image_ids: list[int] | None = None
     if backend not in BACKENDS:
         raise ValueError(f"unknown COCO eval backend {backend!r}; choose from {', '.join(BACKENDS)}")
     ids = sorted(image_ids) if image_ids is not None else sorted(img["id"] for img in gt["images"])
+    unknown = sorted(set(ids) - {img["id"] for img in gt["images"]})
+    if not ids or unknown:
+        raise ValueError(f"image ids not in the ground truth: {unknown[:5]}" if unknown else "no images to evaluate")
     dets = check_detections(dets, gt, image_ids)
     with contextlib.redirect_stdout(io.StringIO()):  # both libraries print progress
         if backend == "pycocotools":

@@ -73,7 +73,8 @@ def read_image_ids(path: str | os.PathLike) -> list[int]:
     except json.JSONDecodeError:
         ids = text.replace(",", " ").split()
     ids = ids if isinstance(ids, list) else [ids]
-    try:
-        return [int(i) for i in ids]
-    except (TypeError, ValueError):
-        raise ValueError(f"{path}: expected a list of integer image ids") from None
+    # Whole numbers only: int() would truncate 1.7 and accept true.
+    if not all((isinstance(i, int) and not isinstance(i, bool)) or (isinstance(i, str) and i.lstrip("-").isdigit())
+               for i in ids):
+        raise ValueError(f"{path}: expected a list of integer image ids")
+    return [int(i) for i in ids]

@@ -102,5 +102,7 @@ def test_read_image_ids(tmp_path):
     (tmp_path / "b.txt").write_text("3\n1, 2\n")
     (tmp_path / "c.txt").write_text("3 x")
     assert read_image_ids(tmp_path / "a.json") == read_image_ids(tmp_path / "b.txt") == [3, 1, 2]
-    with pytest.raises(ValueError, match="integer"):
-        read_image_ids(tmp_path / "c.txt")
+    for bad in ("3 x", "[1.7]", "[true]"):  # int() would truncate 1.7 to 1 and read true as 1
+        (tmp_path / "c.txt").write_text(bad)
+        with pytest.raises(ValueError, match="integer"):
+            read_image_ids(tmp_path / "c.txt")

@@ -141,6 +141,10 @@ def test_detections_outside_the_evaluated_subset_are_ignored_as_pycocotools_does
     dets = make_dets(gt, seed=6)  # a results file for every image, evaluated on a subset
     subset = [img["id"] for img in gt["images"][::3]]
     assert list(evaluate_bbox(gt, dets, subset).stats) == pycocotools_eval(gt, dets, image_ids=subset)
+    with pytest.raises(ValueError, match="no images"):  # pycocotools reports -1 everywhere
+        evaluate_bbox(gt, dets, [])
+    with pytest.raises(ValueError, match="not in the ground truth"):
+        evaluate_bbox(gt, dets, [424242])
 
 
 @pytest.mark.parametrize("mutate, message", [
