@@ -118,7 +118,10 @@ def _from_pretrained(spec: str | Path, local: bool, id2label: dict[int, str] | N
 def _read_json(spec: str | Path, name: str, local: bool, required: bool = True) -> dict | None:
     if local:
         path = Path(spec) / name
-        return json.loads(path.read_text()) if path.is_file() else None
+        try:
+            return json.loads(path.read_text()) if path.is_file() else None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON: {e}") from None
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import LocalEntryNotFoundError, RemoteEntryNotFoundError
 

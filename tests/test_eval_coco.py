@@ -83,6 +83,7 @@ GOOD = {"images": [{"id": 1, "file_name": "a.jpg"}], "categories": [{"id": 1, "n
     (lambda d: d["annotations"][0].update(area="big"), "area"),  # pycocotools would fail comparing it to a range
     (lambda d: d["annotations"][0].update(area=float("nan")), "area"),  # ... or silently drop the object
     (lambda d: d["annotations"][0].update(iscrowd="no"), "iscrowd"),
+    (lambda d: d["categories"][0].update(name=7), "names must be strings"),
 ])
 def test_validation_errors_name_the_problem(mutate, message):
     data = json.loads(json.dumps(GOOD))

@@ -65,6 +65,8 @@ def run(args) -> int:
     from ardet.images import ImageDecodeError
     from pipeline import AdaptivePipeline
 
+    if args.policy == "adaptive" and not args.predictor:
+        raise ValueError("--policy adaptive needs --predictor (a scale predictor checkpoint)")
     image_ids, targets = check_outputs(args)
     pipe = AdaptivePipeline.from_config({
         "detector": {"spec": args.detector, "threshold": args.threshold, "top_k": args.top_k},
