@@ -6,6 +6,7 @@ A registry maps a config ``kind`` to a builder ``(entry, context) -> Policy``, s
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -142,6 +143,8 @@ class AdaptivePolicy(SinglePassPolicy):
     def __init__(self, detector: Detector, predictor: torch.nn.Module, resampler: str | sr.Resampler = "bilinear",
                  knob: float | None = None, name: str | None = None):
         super().__init__(detector, resampler)
+        if knob is not None and not 0 <= knob <= 1:
+            raise ValueError(f"adaptive policy: knob must be in [0, 1], got {knob}")
         self.predictor, self.knob = predictor.eval(), knob
         self.name = name or f"adaptive-{self.resampler.mode}" + ("" if knob is None else f"-knob{knob:g}") + (
             _min_factor_tag(self.resampler))
@@ -198,6 +201,10 @@ class CascadePolicy:
             raise ValueError(f"cascade policy: score must be one of {', '.join(UNCERTAINTY_SCORES)}, got {score!r}")
         if not math.isfinite(threshold):
             raise ValueError(f"cascade policy: threshold must be a finite number, got {threshold}")
+        unknown = set(score_args or {}) - set(inspect.signature(uncertainty).parameters) - {"score"}
+        if unknown:  # checked here, not on the first image after other policies' records are written
+            raise ValueError(f"cascade policy: unknown score_args {sorted(unknown)}; known: top_k, band, tiny_side, "
+                             f"confident (pipeline.uncertainty)")
         self.score, self.threshold, self.score_args = score, float(threshold), dict(score_args or {})
         self.fixed_low = FixedPolicy(detector, low, max_size, resampler, name="low")
         self.high = (FixedPolicy(detector, high, max_size, resampler, name="high") if predictor is None
@@ -332,7 +339,7 @@ class CascadeOptions(PolicyOptions):
     max_size: int = 1333
     score: str = "low_confidence"
     threshold: float = 0.5
-    score_args: dict = field(default_factory=dict)  # top_k, band, tiny_side, confident: see pipeline.uncertainty
+    score_args: dict[str, Any] = field(default_factory=dict)  # top_k, band, tiny_side, confident: pipeline.uncertainty
 
 
 @register_policy("cascade")

@@ -91,6 +91,14 @@ def test_registry_builds_and_rejects(detector):
         build_policy({"kind": "fixed", "sr_model": "liif-small"}, ctx)
     with pytest.raises(ValueError, match="share a name"):
         build_policies([{"kind": "fixed"}, {"kind": "fixed", "short": 800}], ctx)
+    cascade = {"kind": "cascade", "low": 64, "high": 128, "score": "tiny"}
+    assert build_policy({**cascade, "score_args": {"tiny_side": 8, "band": [0.1, 0.5]}}, ctx).score_args == {
+        "tiny_side": 8, "band": [0.1, 0.5]}
+    with pytest.raises(ValueError, match="unknown score_args"):  # at build time, before any image
+        build_policy({**cascade, "score_args": {"tiny_sides": 8}}, ctx)
+    predictor = str(Path(__file__).resolve().parents[1] / "models" / "scale-predictor-demo" / "predictor.safetensors")
+    with pytest.raises(ValueError, match="knob must be in"):
+        build_policy({"kind": "adaptive", "predictor": predictor, "knob": 5}, ctx)
 
 
 def test_sr_min_factor_keeps_the_model_for_large_enlargements_only(detector):
