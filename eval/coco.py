@@ -47,6 +47,13 @@ class CocoDataset:
     def __len__(self) -> int:
         return len(self.image_ids)
 
+    def fingerprint(self) -> dict:
+        """The ground truth a run scores against: the annotation file and its sha256 (a resumed run checks it)."""
+        import hashlib
+
+        return {"annotations": str(self.annotations_path),
+                "annotations_sha256": hashlib.sha256(self.annotations_path.read_bytes()).hexdigest()}
+
     @property
     def categories(self) -> list[dict]:
         return self.gt["categories"]

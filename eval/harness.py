@@ -3,6 +3,7 @@
 Layout of a run folder::
 
     config.yaml              the resolved config (written by the command)
+    dataset.json             the ground truth it scores against: the annotation file and its sha256
     records/rank{R}.jsonl    appended and fsynced per record while running; one file per rank
     records.jsonl            all records merged in dataset order (atomic, at the end)
     detections/{policy}.json the policy's COCO results file
@@ -68,6 +69,7 @@ def run_evaluation(policies: list[Policy], dataset: CocoDataset, out_dir: str | 
     records_dir = out / "records"
     if not resume:
         check_fresh(out)
+    _check_same_dataset(out / "dataset.json", dataset.fingerprint(), resume, write=rank == 0)
     done = {(r["policy"], r["image_id"]) for r in _read_records(records_dir)}
     if distributed:
         dist.barrier()  # every rank has checked and read the folder before any rank writes to it
@@ -90,6 +92,20 @@ def run_evaluation(policies: list[Policy], dataset: CocoDataset, out_dir: str | 
     if rank != 0:
         return None
     return finalize(out, names, dataset, backend, {p.name: bool(getattr(p, "adaptive", False)) for p in policies})
+
+
+def _check_same_dataset(path: Path, fingerprint: dict, resume: bool, write: bool) -> None:
+    """A resumed run against other ground truth (an annotation file regenerated in place) would score detections of
+    the old images against the new boxes: refused. Records are per (policy, image), so another image selection from
+    the same file may resume (extending a --limit run, in the API). Only the contents count, not the file's path."""
+    if resume and path.exists():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("annotations_sha256") != fingerprint["annotations_sha256"]:
+            raise ValueError(f"--resume: {path.parent} was started on other ground truth ({saved.get('annotations')} "
+                             f"had other contents, recorded in {path.name}): its records do not belong to this data. "
+                             f"Start a new run with another --out")
+    elif write:
+        atomic_write_json(path, fingerprint)
 
 
 def check_fresh(out_dir: str | Path) -> None:

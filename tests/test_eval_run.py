@@ -181,6 +181,21 @@ def test_harness_resumes_pairs_and_evaluates_like_pycocotools(setup, tmp_path):
     assert shifted["gflops"]["mean"]["detector"] == pytest.approx(1e-6)
 
 
+def test_resume_against_regenerated_ground_truth_is_refused(tmp_path):
+    """make-data with another seed rewrites the same files: the old records would be scored against new boxes."""
+    def data(seed):
+        make_split(tmp_path / "data", seed=seed, split="val", num_images=3, image_size=(128, 128))
+        return CocoDataset(tmp_path / "data" / "annotations.json", tmp_path / "data" / "images")
+
+    first = data(0)
+    run_evaluation([EchoPolicy(first.gt, "exact", 0.0)], first, tmp_path / "run", progress=False)
+    assert run_evaluation([EchoPolicy(first.gt, "exact", 0.0)], data(0), tmp_path / "run", resume=True,
+                          progress=False)["policies"][0]["stats"]["AP"] == 1  # the same data: resumes
+    second = data(1)
+    with pytest.raises(ValueError, match="other ground truth"):
+        run_evaluation([EchoPolicy(second.gt, "exact", 0.0)], second, tmp_path / "run", resume=True, progress=False)
+
+
 def test_coco_mini_demo_produces_every_artefact(tmp_path):
     """The issue's done-criterion: real photos with real COCO ids, a random-init DETR, two fixed policies."""
     config = REPO / "configs" / "eval" / "coco-mini-tiny.yaml"

@@ -8,8 +8,9 @@ def add_parser(sub) -> None:
     p = add_command(sub, "demo", "generate the synthetic test split, sweep every policy with the shipped small models, "
                     "write the trade-off report and example images, and upscale a real photo with the official LIIF",
                     "ardet demo\n"
-                    "ardet demo --limit 20 --out runs/demo-quick")
-    p.add_argument("--out", default="runs/demo", help="run folder")
+                    "ardet demo --limit 20                    # into runs/demo-limit20")
+    p.add_argument("--out", help="run folder (default: runs/demo, or runs/demo-limitN with --limit N, so a quick "
+                   "run and the full one do not share a folder)")
     p.add_argument("--data", default="data/demo", help="where the synthetic data is generated")
     p.add_argument("--limit", type=int, help="evaluate only the first N test images")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -20,18 +21,23 @@ def run(args) -> int:
     import argparse
     from pathlib import Path
 
+    from ardet.config import ConfigError
     from ardet.synthetic import make_dataset
     from pipeline.commands import sweep
 
     if not Path(SWEEP).is_file():
         raise FileNotFoundError(f"{SWEEP} not found: run `ardet demo` from the repository root, where configs/ and "
                                 f"models/ (the shipped demo models) are")
-    out = Path(args.out)
+    out = Path(args.out or ("runs/demo" if args.limit is None else f"runs/demo-limit{args.limit}"))
     make_dataset(args.data, seed=0, num_train=0, num_val=0, num_test=100, progress=not args.no_progress)
     overrides = [f"dataset.annotations={args.data}/test/annotations.json", f"dataset.images={args.data}/test/images"]
     resume = (out / "config.yaml").exists()  # a second `ardet demo` finishes or reuses the first run
-    sweep.run(argparse.Namespace(config=SWEEP, overrides=overrides, out=str(out), limit=args.limit,
-                                 image_ids=None, resume=resume, no_progress=args.no_progress))
+    try:
+        sweep.run(argparse.Namespace(config=SWEEP, overrides=overrides, out=str(out), limit=args.limit,
+                                     image_ids=None, resume=resume, no_progress=args.no_progress))
+    except ConfigError as e:
+        raise ConfigError(f"{out} holds a run with other settings, which the demo would have continued ({e}); "
+                          f"pass another --out, or remove {out}") from None
     draw_examples(out, Path(args.data) / "test")
     upscale_photo(out / "liif")
     print(f"\nreport: {out / 'report.md'}\nplot:   {out / 'pareto.png'}\nexamples: {out / 'examples'}/\n"
