@@ -26,33 +26,50 @@ def pareto_front(costs: list[float], values: list[float | None]) -> list[bool]:
     ``None`` values (a metric pycocotools could not compute, e.g. AP_S without small objects) are never on the front.
     """
     order = sorted((i for i, v in enumerate(values) if v is not None), key=lambda i: (costs[i], -values[i]))
-    on_front, best = [False] * len(values), -math.inf
+    on_front, best, best_cost = [False] * len(values), -math.inf, None
     for i in order:
-        if values[i] > best:
-            on_front[i], best = True, values[i]
+        if values[i] > best or (values[i], costs[i]) == (best, best_cost):  # an exact tie dominates neither
+            on_front[i], best, best_cost = True, values[i], costs[i]
     return on_front
 
 
 def load_rows(run_dirs: list[str | os.PathLike]) -> list[dict]:
-    """One row per (run, policy): the policy's summary plus its run folder and a unique label."""
+    """One row per (run, policy): the policy's summary plus its run folder and a unique label. Pareto marks compare
+    rows evaluated on the same images only (a run on a subset is not on the same scale)."""
+    resolved = [Path(d).resolve() for d in run_dirs]
+    if len(set(resolved)) < len(resolved):
+        raise ValueError(f"a run folder is given twice: {[str(d) for d in run_dirs]}")
+    common = Path(os.path.commonpath(resolved)) if len(resolved) > 1 else resolved[0].parent
     rows = []
-    for run_dir in run_dirs:
+    for run_dir, where in zip(run_dirs, resolved):
         path = Path(run_dir) / "summary.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: is {run_dir} a finished 'ardet eval' run folder?")
         summary = json.loads(path.read_text(encoding="utf-8"))
         for policy in summary["policies"]:
-            rows.append({**policy, "run": str(run_dir), "dataset": summary["dataset"], "backend": summary["backend"]})
+            rows.append({**policy, "run": str(run_dir), "dataset": summary["dataset"], "backend": summary["backend"],
+                         "run_label": where.relative_to(common).as_posix() or where.name})
     if not rows:
         raise ValueError("no policies in the given runs")
     names = [r["policy"] for r in rows]
     for r in rows:
-        r["label"] = r["policy"] if names.count(r["policy"]) == 1 else f"{Path(r['run']).name}/{r['policy']}"
-    for stat in FRONT_STATS:
-        marks = pareto_front([r["gflops"]["mean"]["total"] for r in rows], [_metric(r, stat) for r in rows])
-        for r, mark in zip(rows, marks):
-            r[f"pareto_{stat}"] = mark
+        run_label = r.pop("run_label")
+        r["label"] = r["policy"] if names.count(r["policy"]) == 1 else f"{run_label}/{r['policy']}"
+    for group in _same_images(rows):
+        for stat in FRONT_STATS:
+            marks = pareto_front([r["gflops"]["mean"]["total"] for r in group], [_metric(r, stat) for r in group])
+            for r, mark in zip(group, marks):
+                r[f"pareto_{stat}"] = mark
     return rows
+
+
+def _same_images(rows: list[dict]) -> list[list[dict]]:
+    """Rows grouped by the images they were evaluated on (the ids' hash; older summaries: file and count)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        d = r["dataset"]
+        groups.setdefault((d["annotations"], d.get("image_ids_sha256", d["num_images"])), []).append(r)
+    return list(groups.values())
 
 
 def write_report(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) -> dict[str, Path]:
@@ -78,6 +95,8 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
 
 def _markdown(rows: list[dict]) -> str:
     datasets = sorted({f"{r['dataset']['annotations']} ({r['dataset']['num_images']} images)" for r in rows})
+    if len(_same_images(rows)) > 1:
+        datasets.append("the runs cover different image sets, so Pareto marks compare policies within each set only")
     head = ["policy", *TABLE_STATS, "GFLOPs/img", *(f"{s} GFLOPs" for s in STAGES), "img/s", "Pareto"]
     lines = ["# ardet evaluation report", "",
              f"Dataset: {'; '.join(datasets)}. COCOeval backend: {', '.join(sorted({r['backend'] for r in rows}))}.",
@@ -129,7 +148,7 @@ def _csv(rows: list[dict]) -> str:
     for r in rows:
         writer.writerow({
             "label": r["label"], "run": r["run"], "policy": r["policy"], "num_images": r["num_images"],
-            "num_detections": r["num_detections"], **{s: r["stats"][s] for s in STAT_NAMES},
+            "num_detections": r["num_detections"], **{s: _metric(r, s) for s in STAT_NAMES},  # empty: no GT there
             **{f"gflops_{s}": r["gflops"]["mean"].get(s, 0.0) for s in stages},
             "gflops_std_total": r["gflops"]["std"]["total"],
             **{f"seconds_{s}": r["seconds"]["mean"].get(s, 0.0) for s in stages},

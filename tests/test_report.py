@@ -13,6 +13,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from eval import STAT_NAMES, pareto_front, write_report
+from eval.report import load_rows
 from pipeline.cli import main
 
 SHARED = Path(__file__).parents[1] / ".." / "shared"
@@ -32,14 +33,11 @@ def test_pareto_front_equals_brute_force(seed):
     for i, on in enumerate(front):
         if values[i] is None:
             assert not on
-        elif on:
-            assert not dominated(i, costs, values)
-        else:  # off the front: dominated, or an exact duplicate of a point on it
-            assert dominated(i, costs, values) or any(front[j] and (costs[j], values[j]) == (costs[i], values[i])
-                                                      for j in range(25))
+        else:  # on the front exactly when nothing dominates it (exact duplicates dominate neither)
+            assert on == (not dominated(i, costs, values))
 
 
-def fake_run(path, policies, adaptive=False):
+def fake_run(path, policies, adaptive=False, num_images=3):
     """A run folder as `ardet eval` leaves it (summary.json only), with made-up numbers."""
     rows = []
     for name, ap, gflops in policies:
@@ -56,7 +54,7 @@ def fake_run(path, policies, adaptive=False):
                      "peak_memory_bytes": {"detector": 2 ** 30}})
     path.mkdir(parents=True)
     (path / "summary.json").write_text(json.dumps({"dataset": {"annotations": "gt.json", "images": "img",
-                                                               "num_images": 3},
+                                                               "num_images": num_images},
                                                    "backend": "pycocotools", "policies": rows}))
     return path
 
@@ -94,6 +92,19 @@ def test_same_policy_name_in_two_runs_gets_run_labels(tmp_path):
     b = fake_run(tmp_path / "b", [("fixed-800", 0.3, 80.0)])
     rows = list(csv.DictReader(write_report([a, b], tmp_path / "o")["results.csv"].open()))
     assert [r["label"] for r in rows] == ["a/fixed-800", "b/fixed-800"]
+    # Folders with one name in different places: the labels keep the part of the path that tells them apart.
+    c, d = fake_run(tmp_path / "x" / "base", [("p", 0.4, 8.0)]), fake_run(tmp_path / "y" / "base", [("p", 0.3, 8.0)])
+    assert [r["label"] for r in load_rows([c, d])] == ["x/base/p", "y/base/p"]
+    with pytest.raises(ValueError, match="twice"):
+        load_rows([c, c])
+
+
+def test_pareto_marks_compare_runs_on_the_same_images_only(tmp_path):
+    full = fake_run(tmp_path / "full", [("cheap", 0.2, 10.0), ("dear", 0.3, 50.0)], num_images=100)
+    subset = fake_run(tmp_path / "subset", [("easy", 0.6, 20.0)], num_images=6)  # AP on 6 easy images
+    rows = {r["label"]: r for r in load_rows([full, subset])}
+    assert rows["dear"]["pareto_AP"] and rows["cheap"]["pareto_AP"] and rows["easy"]["pareto_AP"]
+    assert "different image sets" in write_report([full, subset], tmp_path / "o")["report.md"].read_text()
 
 
 def test_coco_eval_command_equals_pycocotools(tmp_path, capsys):
