@@ -82,9 +82,10 @@ def evaluate(args):
 
 def print_summary(summary: dict) -> None:
     names = ("AP", "AP50", "AP_S")
-    print(f"{'policy':28s} " + " ".join(f"{n:>6s}" for n in names) + "  GFLOPs/img   img/s")
+    width = max(28, *(len(p["policy"]) for p in summary["policies"]))
+    print(f"{'policy':{width}s} " + " ".join(f"{n:>6s}" for n in names) + "  GFLOPs/img   img/s")
     for p in summary["policies"]:
         ips = p["images_per_s"]
-        print(f"{p['policy']:28s} " + " ".join(f"{p['stats'][n]:6.3f}" if p['stats'][n] >= 0 else f"{'-':>6s}"
+        print(f"{p['policy']:{width}s} " + " ".join(f"{p['stats'][n]:6.3f}" if p['stats'][n] >= 0 else f"{'-':>6s}"
                                                for n in names)
               + f"  {p['gflops']['mean']['total']:10.2f}  {'-' if ips is None else f'{ips:6.2f}'}")
