@@ -219,10 +219,16 @@ class CascadePolicy:
         if not extra["rerun"]:
             return dataclasses.replace(first, extra=extra)
         second = self.high(image)
-        both = {k: first.flops.get(k, 0) + second.flops.get(k, 0) for k in {*first.flops, *second.flops}}
-        seconds = {k: first.seconds.get(k, 0.0) + second.seconds.get(k, 0.0) for k in {*first.seconds, *second.seconds}}
-        return dataclasses.replace(second, flops=both, seconds=seconds, extra=extra,
-                                   uncounted_ops=tuple(sorted({*first.uncounted_ops, *second.uncounted_ops})))
+
+        def merged(field_name: str, combine: Callable) -> dict:  # per stage, over the passes that ran it
+            a, b = getattr(first, field_name), getattr(second, field_name)
+            return {k: combine([d[k] for d in (a, b) if d.get(k) is not None]) for k in {*a, *b}}
+
+        return dataclasses.replace(
+            second, flops=merged("flops", sum), seconds=merged("seconds", sum), extra=extra,
+            peak_memory_bytes=merged("peak_memory_bytes", max),  # the passes run one after the other
+            flops_source=merged("flops_source", lambda s: "counted" if set(s) == {"counted"} else "shape-cache"),
+            uncounted_ops=tuple(sorted({*first.uncounted_ops, *second.uncounted_ops})))
 
 
 class OraclePolicy:
