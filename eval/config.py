@@ -48,7 +48,7 @@ class EvalConfig:
         self.policies = [*self.policies, *expand_sweep(self.sweep)]
         self.sweep = []
         for name, value in (("dataset.annotations", self.dataset.annotations), ("dataset.images", self.dataset.images),
-                            ("detector.spec", self.detector.spec)):
+                            ("detector.spec", self.detector.spec), ("output", self.output)):
             if not value:
                 raise ValueError(f"{name} is required")
         if not self.policies:
