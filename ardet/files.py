@@ -1,6 +1,7 @@
 """Atomic files and append-only JSONL: long runs never leave a half-written result behind."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -34,6 +35,18 @@ def _umask() -> int:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_image(path: str | os.PathLike, image) -> None:
+    """A PIL image, encoded in the format its file name's extension names, then written atomically."""
+    from PIL import Image
+
+    formats = Image.registered_extensions()
+    if Path(path).suffix.lower() not in formats:
+        raise ValueError(f"{path}: not an image file name (.png, .jpg, ...)")
+    buf = io.BytesIO()
+    image.save(buf, format=formats[Path(path).suffix.lower()])
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

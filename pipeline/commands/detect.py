@@ -59,7 +59,6 @@ def policy_entry(args) -> dict:
 
 def run(args) -> int:
     import json
-    from pathlib import Path
 
     from ardet.files import atomic_write_json
     from ardet.images import ImageDecodeError
@@ -106,12 +105,11 @@ def check_outputs(args) -> tuple[list, list]:
     from PIL import Image
 
     stems = [Path(p).stem for p in args.images]
-    image_ids = [int(s) if s.isdigit() else s for s in stems]
-    for name, values in (("image id", image_ids), ("file stem", stems)):
-        if len(set(values)) < len(values):
-            same = sorted({str(v) for v in values if values.count(v) > 1})
-            raise ValueError(f"inputs share a {name} ({', '.join(same)}): results and drawings are named by it; "
-                             f"rename or run them separately")
+    image_ids = [int(s) if s.isdigit() else s for s in stems]  # equal stems give equal ids: one check covers both
+    if len(set(image_ids)) < len(image_ids):
+        same = sorted({str(v) for v in image_ids if image_ids.count(v) > 1})
+        raise ValueError(f"inputs share an image id ({', '.join(same)}): results and drawings are named by the file "
+                         f"name; rename or run them separately")
     if args.out and Path(args.out).is_dir():
         raise ValueError(f"--out {args.out} is a folder; give a JSON file path")
     if not args.draw:
@@ -127,12 +125,9 @@ def check_outputs(args) -> tuple[list, list]:
 
 def draw_detections(pixels, dets, names: dict[int, str], path) -> None:
     """Save the image with each box and its ``name score`` label (atomically: no half-written file on a kill)."""
-    import io
-    from pathlib import Path
-
     from PIL import Image, ImageDraw
 
-    from ardet.files import atomic_write_bytes
+    from ardet.files import atomic_write_image
 
     image = Image.fromarray((pixels.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy())
     draw = ImageDraw.Draw(image)
@@ -144,6 +139,4 @@ def draw_detections(pixels, dets, names: dict[int, str], path) -> None:
         left, top, right, bottom = draw.textbbox((x, y), label)
         draw.rectangle((left, top, right, bottom), fill=colour)
         draw.text((x, y), label, fill=(255, 255, 255))
-    buf = io.BytesIO()
-    image.save(buf, format=Image.registered_extensions()[Path(path).suffix.lower()])
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_image(path, image)

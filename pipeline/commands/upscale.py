@@ -41,7 +41,7 @@ def run(args) -> int:
     from PIL import Image
 
     import sr
-    from ardet.files import atomic_write_bytes
+    from ardet.files import atomic_write_bytes, atomic_write_image
     from ardet.images import load_image
 
     out = Path(args.output)
@@ -60,12 +60,12 @@ def run(args) -> int:
     else:
         result = sr.resize(img, size, "bicubic")
     pixels = result[0].permute(1, 2, 0).float().cpu().numpy()
-    buf = io.BytesIO()  # then one atomic write: a kill mid-save never leaves a broken file in place of an old one
+    # Atomic writes: a kill mid-save never leaves a broken file in place of an old one.
     if out.suffix.lower() == ".npy":
+        buf = io.BytesIO()
         np.save(buf, pixels.astype(np.float32))
+        atomic_write_bytes(out, buf.getvalue())
     else:
-        Image.fromarray(np.round(pixels * 255).astype(np.uint8)).save(buf, format=Image.registered_extensions()[
-            out.suffix.lower()])
-    atomic_write_bytes(out, buf.getvalue())
+        atomic_write_image(out, Image.fromarray(np.round(pixels * 255).astype(np.uint8)))
     print(f"{args.input} {h}x{w} -> {out} {size[0]}x{size[1]}")
     return 0
