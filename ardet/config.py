@@ -5,6 +5,7 @@ Unknown keys and values of the wrong type are errors that name the key: a typo m
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import types
@@ -88,6 +89,45 @@ def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
 
 def config_to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
+
+
+def check_numbers(obj: Any, section: str, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = ()) -> None:
+    """Each named field of ``obj`` a finite number, > 0 (``positive``) or >= 0 (``non_negative``): a zero interval or
+    a NaN rate would otherwise fail far from its cause (a division by zero at step 1, a JSON error in the log)."""
+    for names, minimum_ok, what in ((positive, lambda v: v > 0, "> 0"), (non_negative, lambda v: v >= 0, ">= 0")):
+        for name in names:
+            value = getattr(obj, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    math.isfinite(value) and minimum_ok(value)):
+                raise ValueError(f"{section}.{name} must be a finite number {what}, got {value}")
+
+
+def resume_key(cfg: Any, may_change: tuple[str, ...]) -> dict:
+    """What a training checkpoint records of its config: all of it but the dotted keys in ``may_change`` (more steps,
+    logging, folder, device: what a resumed run may set differently without mixing two runs)."""
+    d = config_to_dict(cfg)
+    for key in may_change:
+        *parents, last = key.split(".")
+        node = d
+        for part in parents:
+            node = node[part]
+        del node[last]
+    return d
+
+
+def check_resume(saved: dict | None, now: dict, checkpoint: str | os.PathLike) -> None:
+    """Refuse to resume ``checkpoint`` under a config other than the one that wrote it (``saved``, its
+    :func:`resume_key`; None for checkpoints from before it was recorded, which are trusted)."""
+    if saved is None or saved == now:
+        return
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        return {k2: v2 for k, v in d.items()
+                for k2, v2 in (flat(v, f"{prefix}{k}.").items() if isinstance(v, dict) and v else [(prefix + k, v)])}
+    a, b = flat(saved), flat(now)
+    differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    raise ValueError(f"{checkpoint} was written by a different config (it differs in {', '.join(differ)}); resume "
+                     f"with that config, or use another out_dir (or delete the checkpoint to start over)")
 
 
 def save_config(cfg: Any, out_dir: str | os.PathLike, name: str = "config.yaml") -> Path:

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ardet.config import check_numbers
+
 
 @dataclass
 class Category:
@@ -80,6 +82,14 @@ class TrainConfig:
     threads: int = 0  # torch threads; 0 keeps torch's default
     device: str = "cpu"
     resume: bool = True  # continue from out_dir/checkpoint when it exists
+
+    def __post_init__(self):
+        check_numbers(self, "train", positive=("steps", "batch_size", "lr", "val_every", "checkpoint_every",
+                                               "max_size", "val_size"),
+                      non_negative=("backbone_lr", "weight_decay", "clip_grad", "hflip", "color_jitter", "workers",
+                                    "threads"))
+        if not 0 < self.scale_range[0] <= self.scale_range[-1]:
+            raise ValueError(f"train.scale_range must be [min, max] with 0 < min <= max, got {self.scale_range}")
 
 
 @dataclass

@@ -18,7 +18,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from ardet.coco import evaluate_bbox, load_coco_json
 from ardet.device import resolve_device
-from ardet.config import save_config
+from ardet.config import check_resume, resume_key, save_config
 from ardet.files import JsonlWriter, atomic_write_json, atomic_write_text, read_jsonl
 from ardet.images import load_image
 from detector.config import DetectorConfig
@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 # ardet.coco.STAT_NAMES under the names train_log.jsonl and best/metrics.json have always used.
 COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 TRAIN_STATE = "train_state.pt"
+# What a resumed run may set differently: more steps, validation and checkpoint intervals, loaders, threads, device.
+_MAY_CHANGE = ("train.steps", "train.val_every", "train.checkpoint_every", "train.workers", "train.threads",
+               "train.device", "train.resume", "train.out_dir")
 
 
 def train_detector(cfg: DetectorConfig, progress: bool = True) -> dict:
@@ -51,7 +54,8 @@ def train_detector(cfg: DetectorConfig, progress: bool = True) -> dict:
     if cfg.model.backbone.trainable_batchnorm and not t.freeze_backbone:
         use_trainable_batchnorm(model)
     set_trainable(model, t.freeze_backbone)
-    model.to(resolve_device(t.device, "train.device"))
+    device = resolve_device(t.device, "train.device")
+    model.to(device)
 
     backbone = [p for n, p in model.named_parameters() if p.requires_grad and in_backbone(n)]
     rest = [p for n, p in model.named_parameters() if p.requires_grad and not in_backbone(n)]
@@ -62,6 +66,7 @@ def train_detector(cfg: DetectorConfig, progress: bool = True) -> dict:
     start, best_ap = 0, -1.0
     if resume_dir is not None:
         state = torch.load(resume_dir / TRAIN_STATE, weights_only=True)
+        check_resume(state.get("config"), resume_key(cfg, _MAY_CHANGE), resume_dir / TRAIN_STATE)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start, best_ap = int(state["step"]), float(state["best_ap"])
@@ -72,7 +77,7 @@ def train_detector(cfg: DetectorConfig, progress: bool = True) -> dict:
     loader = torch.utils.data.DataLoader(
         train_set, batch_sampler=StepSampler(len(train_set), t.batch_size, t.steps, start, t.seed),
         num_workers=t.workers, collate_fn=_as_list)
-    detector = Detector(model, label_map, mean=mean, std=std, device=t.device)
+    detector = Detector(model, label_map, mean=mean, std=std, device=device)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
     _truncate_log(out / "train_log.jsonl", start)
@@ -84,8 +89,8 @@ def train_detector(cfg: DetectorConfig, progress: bool = True) -> dict:
             model.train()
             torch.manual_seed(t.seed * 1_000_003 + step)  # dropout etc.: the same on resume
             pixel_values, pixel_mask = normalize_and_pad([im for im, _ in batch], mean, std)
-            labels = [{k: v.to(t.device) for k, v in target.items()} for _, target in batch]
-            output = model(pixel_values=pixel_values.to(t.device), pixel_mask=pixel_mask.to(t.device), labels=labels)
+            labels = [{k: v.to(device) for k, v in target.items()} for _, target in batch]
+            output = model(pixel_values=pixel_values.to(device), pixel_mask=pixel_mask.to(device), labels=labels)
             loss = output.loss
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"step {step}: loss is {loss.item()}; lower train.lr or train.clip_grad")
@@ -110,7 +115,7 @@ def train_detector(cfg: DetectorConfig, progress: bool = True) -> dict:
                     save_model(model, out / BEST, mean, std, extra={"metrics.json": {"step": step, **metrics}})
             if step % t.checkpoint_every == 0 or step == t.steps:
                 state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
-                         "best_ap": best_ap}
+                         "best_ap": best_ap, "config": resume_key(cfg, _MAY_CHANGE)}
                 save_model(model, out / LAST, mean, std, train_state=state)
     return {"step": step, "loss": loss_avg, "val": metrics}
 

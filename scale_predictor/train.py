@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ardet.config import config_to_dict, save_config
+from ardet.config import check_numbers, check_resume, resume_key, save_config
 from ardet.device import resolve_device
 from ardet.files import JsonlWriter, atomic_write_bytes
 from scale_predictor.data import CocoScaleData, collate
@@ -79,8 +79,7 @@ class OracleSection:
     def __post_init__(self):
         if not self.short_sides or min(self.short_sides) < 1:
             raise ValueError(f"short_sides must be a non-empty list of positive sizes, got {self.short_sides}")
-        if self.lam < 0 or self.lambda_max < 0 or self.temperature <= 0:
-            raise ValueError("lam and lambda_max must be >= 0 and temperature > 0")
+        check_numbers(self, "oracle", positive=("temperature",), non_negative=("lam", "lambda_max"))
 
 
 @dataclass
@@ -93,8 +92,8 @@ class OptimSection:
     grad_clip: float = 1.0
 
     def __post_init__(self):
-        if self.steps < 0 or self.batch_size < 1 or self.warmup_steps < 0 or self.lr <= 0:
-            raise ValueError("need steps >= 0, batch_size >= 1, warmup_steps >= 0 and lr > 0")
+        check_numbers(self, "optim", positive=("steps", "batch_size", "lr"),
+                      non_negative=("warmup_steps", "weight_decay", "grad_clip"))
 
 
 @dataclass
@@ -110,6 +109,9 @@ class TrainScaleConfig:
     elastic: ElasticSection = field(default_factory=ElasticSection)
     oracle: OracleSection = field(default_factory=OracleSection)
     optim: OptimSection = field(default_factory=OptimSection)
+
+    def __post_init__(self):
+        check_numbers(self, "config", positive=("log_every", "checkpoint_every"))
 
 
 def train(cfg: TrainScaleConfig, *, run: RunFn | None = None, progress: bool = True) -> Path:
@@ -131,9 +133,10 @@ def train(cfg: TrainScaleConfig, *, run: RunFn | None = None, progress: bool = T
     if cfg.mode == "oracle":
         table = _oracle_table(cfg, model, data, usable, run, progress)
         table_rows = dict(zip(usable, range(len(usable))))
-    model.to(resolve_device(cfg.device, "device"))
+    device = resolve_device(cfg.device, "device")
+    model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    start = _resume(out / "checkpoint.pt", cfg, model, opt)
+    start = _resume(out / "checkpoint.pt", cfg, model, opt, device)
     save_config(cfg, out)
 
     loader = torch.utils.data.DataLoader(data, batch_sampler=_Batches(cfg, usable, start), collate_fn=collate,
@@ -145,8 +148,8 @@ def train(cfg: TrainScaleConfig, *, run: RunFn | None = None, progress: bool = T
             for group in opt.param_groups:
                 group["lr"] = _lr(cfg.optim, step)
             knob = _knob(cfg, model, step, len(batch["index"]))
-            batch = {**batch, "thumb": batch["thumb"].to(cfg.device), "native": batch["native"].to(cfg.device),
-                     "boxes": [b.to(cfg.device) for b in batch["boxes"]]}
+            batch = {**batch, "thumb": batch["thumb"].to(device), "native": batch["native"].to(device),
+                     "boxes": [b.to(device) for b in batch["boxes"]]}
             if cfg.mode == "elastic":
                 loss, parts = _elastic_loss(cfg.elastic, model, batch, knob)
             else:
@@ -235,13 +238,14 @@ def detector_run(cfg: OracleSection, data: CocoScaleData) -> RunFn:
     import sr
     from ardet.flops import count_flops
 
-    det = detector.load_detector(cfg.detector, device=cfg.device, categories=data.categories)
-    resampler = sr.Resampler(cfg.resampler, sr.load_model(cfg.sr_model, device=cfg.device) if cfg.sr_model else None)
+    device = resolve_device(cfg.device, "oracle.device")
+    det = detector.load_detector(cfg.detector, device=device, categories=data.categories)
+    resampler = sr.Resampler(cfg.resampler, sr.load_model(cfg.sr_model, device=device) if cfg.sr_model else None)
     info = {im["id"]: im for im in data.images}
 
     def run(image, size: tuple[int, int]) -> tuple[float, float]:
         def resample_and_detect():
-            x = resampler(image.pixels.unsqueeze(0).to(cfg.device), size)
+            x = resampler(image.pixels.unsqueeze(0).to(device), size)
             return det.detect([x[0]], [image.size])[0]
 
         with torch.no_grad():
@@ -297,32 +301,25 @@ def _knob(cfg: TrainScaleConfig, model: ScalePredictor, step: int, batch: int) -
     return torch.rand(1, generator=g).expand(batch) if cfg.mode == "elastic" else torch.rand(batch, generator=g)
 
 
-def _comparable(cfg: TrainScaleConfig) -> dict:
-    """The config minus what may change between a run and its resumption (more steps, logging, workers, folder,
-    device)."""
-    d = config_to_dict(cfg)
-    for section, key in (("optim", "steps"), ("data", "num_workers")):
-        del d[section][key]
-    for key in ("log_every", "checkpoint_every", "out_dir", "device"):
-        del d[key]
-    return d
+# What a resumed run may set differently: more steps, logging, workers, folder, device.
+_MAY_CHANGE = ("optim.steps", "data.num_workers", "log_every", "checkpoint_every", "out_dir", "device")
 
 
 def _save_checkpoint(out: Path, cfg: TrainScaleConfig, model: ScalePredictor, opt: torch.optim.Optimizer,
                      step: int) -> None:
     buf = io.BytesIO()
     torch.save({"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "config": _comparable(cfg)}, buf)
+                "config": resume_key(cfg, _MAY_CHANGE)}, buf)
     atomic_write_bytes(out / "checkpoint.pt", buf.getvalue())
     save_predictor(model, out / "predictor.safetensors")
 
 
-def _resume(path: Path, cfg: TrainScaleConfig, model: ScalePredictor, opt: torch.optim.Optimizer) -> int:
+def _resume(path: Path, cfg: TrainScaleConfig, model: ScalePredictor, opt: torch.optim.Optimizer,
+            device: torch.device) -> int:
     if not path.is_file():
         return 0
-    state = torch.load(path, map_location=cfg.device, weights_only=True)
-    if state["config"] != _comparable(cfg):
-        raise ValueError(f"{path} was written by a different config; use another out_dir or delete the checkpoint")
+    state = torch.load(path, map_location=device, weights_only=True)
+    check_resume(state["config"], resume_key(cfg, _MAY_CHANGE), path)
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     log.info("resuming %s at step %d", path.parent, state["step"])

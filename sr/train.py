@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ardet.config import check_numbers, check_resume, resume_key, save_config
 from ardet.device import resolve_device
 from sr.evaluate import IMAGE_SUFFIXES
 from sr.hub import create_model, load_model, save_model
@@ -55,6 +56,11 @@ class DataConfig:
     teacher: str | None = None  # distil from this sr.load_model name or path (renders > 0)
     cache: str = "runs/sr/teacher-cache"  # the teacher's outputs, one file per render keyed by teacher name and LR
 
+    def __post_init__(self):
+        check_numbers(self, "data", positive=("patch", "queries", "scale_min"), non_negative=("synthetic", "renders"))
+        if self.scale_min > self.scale_max:
+            raise ValueError(f"data.scale_min must be <= data.scale_max, got {self.scale_min} > {self.scale_max}")
+
 
 @dataclass
 class TrainConfig:
@@ -71,6 +77,10 @@ class TrainConfig:
     checkpoint_every: int = 200
     log_every: int = 50
     out_dir: str = "runs/sr/liif-small"
+
+    def __post_init__(self):
+        check_numbers(self, "train", positive=("steps", "batch", "lr", "decay_every", "gamma", "checkpoint_every",
+                                               "log_every"), non_negative=("workers", "hr_weight", "teacher_weight"))
 
 
 @dataclass
@@ -237,6 +247,11 @@ class Batches(torch.utils.data.Dataset):
                 else sample_batch(self.images, self.cfg, self.batch, gen))
 
 
+# What a resumed run may set differently: more steps, logging, loader workers, folder, device, the teacher cache.
+_MAY_CHANGE = ("train.steps", "train.workers", "train.log_every", "train.checkpoint_every", "train.out_dir",
+               "train.device", "data.cache")
+
+
 def train(cfg: Config) -> Path:
     """Train; return the path of the final ``model.safetensors``."""
     from tqdm import tqdm
@@ -255,10 +270,12 @@ def train(cfg: Config) -> Path:
     step, last = 0, out / "last.pt"
     if last.exists():
         state = torch.load(last, map_location=device, weights_only=True)
+        check_resume(state.get("config"), resume_key(cfg, _MAY_CHANGE), last)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step = state["step"]
         log.info("resumed %s at step %d", last, step)
+    save_config(cfg, out)  # after the resume check: a refused run leaves the folder's config as it was
     images = load_images(cfg.data)
     log.info("%d training images; training on %s", len(images), device)
     if cfg.data.teacher and not cfg.data.renders:
@@ -298,7 +315,10 @@ def train(cfg: Config) -> Path:
             losses = []
         if saves:
             buf = io.BytesIO()
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step}, buf)
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                        "config": resume_key(cfg, _MAY_CHANGE)}, buf)
             atomic_write_bytes(last, buf.getvalue())
             save_model(model, out / "model.safetensors")
+    # Again at the end: a rerun of a finished run trains no step, and a kill may have fallen between the two writes.
+    save_model(model, out / "model.safetensors")
     return out / "model.safetensors"

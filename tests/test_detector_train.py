@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from ardet.config import load_config
+from ardet.config import ConfigError, load_config
 from ardet.files import read_jsonl
 from detector import Detector, build_model, load_detector, map_labels
 from detector.config import DetectorConfig
@@ -109,6 +109,11 @@ def test_checkpoint_resume_and_self_describing_folder(tmp_path, shapes):
     assert (tmp_path / "b" / "best" / "metrics.json").is_file()
     assert not list((tmp_path / "b").glob(".*"))  # no temporary folders left behind
     assert (tmp_path / "b" / "config.yaml").is_file()
+    with pytest.raises(ValueError, match="different config.*train.lr"):  # not a silent mix of two recipes
+        train_detector(small_run(tmp_path / "b", shapes, 10, *same, "train.lr=5.0e-4"), progress=False)
+    for bad in ("train.steps=0", "train.val_every=0", "train.lr=-1", "train.scale_range=[160,96]"):
+        with pytest.raises(ConfigError):
+            small_run(tmp_path / "c", shapes, 4, bad)
 
 
 def test_augmentation_keeps_boxes_on_their_objects(tmp_path, shapes):

@@ -254,6 +254,18 @@ def test_train_sr_writes_checkpoints_and_resumes_exactly(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     untrained = sr.create_model("liif-small").state_dict()
     assert not torch.equal(a["imnet.layers.0.weight"], untrained["imnet.layers.0.weight"])
+    # Another recipe in the same folder is refused before anything is written (config.yaml stays the run's own).
+    saved = (tmp_path / "b" / "config.yaml").read_text()
+    assert main(base + ["--set", "train.steps=6", "--set", "train.lr=0.01", "--set",
+                        f"train.out_dir={tmp_path / 'b'}"]) == 2
+    assert (tmp_path / "b" / "config.yaml").read_text() == saved
+    # A rerun of the finished run writes the final model even if a kill left it missing.
+    (tmp_path / "b" / "model.safetensors").unlink()
+    assert main(base + ["--set", "train.steps=4", "--set", f"train.out_dir={tmp_path / 'b'}"]) == 0
+    assert torch.equal(sr.load_model(str(tmp_path / "b" / "model.safetensors")).state_dict()["imnet.layers.0.weight"],
+                       b["imnet.layers.0.weight"])
+    for bad in ("train.steps=0", "train.log_every=0", "train.lr=.nan", "data.scale_max=0.5"):
+        assert main(base + ["--set", bad, "--set", f"train.out_dir={tmp_path / 'c'}"]) == 2, bad
 
 
 def test_train_sr_stops_on_a_non_finite_loss_and_keeps_the_last_finite_checkpoint(tmp_path, capsys):

@@ -12,10 +12,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ardet.config import load_config, save_config
+    from ardet.config import load_config
     from sr.train import Config, train
 
-    cfg = load_config(Config, args.config, args.overrides)
-    save_config(cfg, cfg.train.out_dir)
-    print(train(cfg))
+    print(train(load_config(Config, args.config, args.overrides)))
     return 0
