@@ -77,6 +77,13 @@ class JsonlWriter:
         self.close()
 
 
+def truncate_jsonl(path: str | os.PathLike, step: int) -> None:
+    """Keep a training log's records up to ``step`` (where a run starts): a fresh run starts an empty log, a resumed
+    one drops what was logged after its checkpoint (those steps run again, and would be logged twice)."""
+    kept = [r for r in read_jsonl(path) if r["step"] <= step]
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
 def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
     """Records of a JSONL file; a torn last line (the process died mid-write) is skipped, a torn middle line is an error."""
     path = Path(path)

@@ -6,7 +6,6 @@ schedule), periodic COCO validation, atomic checkpoints that are plain transform
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -19,7 +18,7 @@ from torchvision.transforms.v2 import functional as TF
 from ardet.coco import evaluate_bbox, load_coco_json
 from ardet.device import resolve_device
 from ardet.config import check_resume, resume_key, save_config
-from ardet.files import JsonlWriter, atomic_write_json, atomic_write_text, read_jsonl
+from ardet.files import JsonlWriter, atomic_write_json, truncate_jsonl
 from ardet.images import load_image
 from detector.config import DetectorConfig
 from detector.data import CocoDetection, StepSampler, augmentation
@@ -80,7 +79,7 @@ def train_detector(cfg: DetectorConfig, progress: bool = True) -> dict:
     detector = Detector(model, label_map, mean=mean, std=std, device=device)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
-    _truncate_log(out / "train_log.jsonl", start)
+    truncate_jsonl(out / "train_log.jsonl", start)
 
     metrics, loss_avg, step = {}, math.nan, start
     with JsonlWriter(out / "train_log.jsonl") as history, \
@@ -133,13 +132,6 @@ def _initial_model(cfg: DetectorConfig, categories: list[dict], resume_dir: Path
         log.warning("%s has other classes than the dataset: training a new class head", cfg.train.init)
         model, mean, std = load_model(cfg.train.init, id2label={i: c["name"] for i, c in enumerate(categories)})
     return model, mean, std
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Keep the log records up to ``step`` (where this run starts): a fresh run starts an empty log, a resumed one
-    drops what was logged after its checkpoint (those steps run again)."""
-    kept = [r for r in read_jsonl(path) if r["step"] <= step]
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def _as_list(batch: list) -> list:

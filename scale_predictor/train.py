@@ -22,7 +22,7 @@ import torch
 
 from ardet.config import check_numbers, check_resume, resume_key, save_config
 from ardet.device import resolve_device
-from ardet.files import JsonlWriter, atomic_write_bytes
+from ardet.files import JsonlWriter, atomic_write_bytes, truncate_jsonl
 from scale_predictor.data import CocoScaleData, collate
 from scale_predictor.losses import beta_mean_from_localisation, distribution_loss, oracle_loss, scale_loss
 from scale_predictor.model import ScalePredictor
@@ -142,6 +142,7 @@ def train(cfg: TrainScaleConfig, *, run: RunFn | None = None, progress: bool = T
     loader = torch.utils.data.DataLoader(data, batch_sampler=_Batches(cfg, usable, start), collate_fn=collate,
                                          num_workers=cfg.data.num_workers)
     model.train()
+    truncate_jsonl(out / "metrics.jsonl", start)
     with JsonlWriter(out / "metrics.jsonl") as metrics, \
             tqdm(total=cfg.optim.steps, initial=start, desc=f"train-scale ({cfg.mode})", disable=not progress) as bar:
         for step, batch in enumerate(loader, start):

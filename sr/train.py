@@ -256,7 +256,7 @@ def train(cfg: Config) -> Path:
     """Train; return the path of the final ``model.safetensors``."""
     from tqdm import tqdm
 
-    from ardet.files import JsonlWriter, atomic_write_bytes
+    from ardet.files import JsonlWriter, atomic_write_bytes, truncate_jsonl
 
     out = Path(cfg.train.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -286,6 +286,7 @@ def train(cfg: Config) -> Path:
         Batches(images, renders, cfg.data, cfg.train.batch, cfg.train.seed), batch_size=None,
         sampler=range(step + 1, cfg.train.steps + 1), num_workers=cfg.train.workers,
         pin_memory=device.type == "cuda")
+    truncate_jsonl(out / "log.jsonl", step)
     history = JsonlWriter(out / "log.jsonl")
     losses, start = [], time.time()
     for step, batch in zip(range(step + 1, cfg.train.steps + 1),

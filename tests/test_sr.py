@@ -259,11 +259,15 @@ def test_train_sr_writes_checkpoints_and_resumes_exactly(tmp_path):
     assert main(base + ["--set", "train.steps=6", "--set", "train.lr=0.01", "--set",
                         f"train.out_dir={tmp_path / 'b'}"]) == 2
     assert (tmp_path / "b" / "config.yaml").read_text() == saved
-    # A rerun of the finished run writes the final model even if a kill left it missing.
+    # A rerun of the finished run writes the final model even if a kill left it missing, and drops what was logged
+    # after the checkpoint it resumes from (a killed run logged those steps; they run again).
     (tmp_path / "b" / "model.safetensors").unlink()
+    with open(tmp_path / "b" / "log.jsonl", "a") as log_file:
+        log_file.write(json.dumps({"step": 5, "loss": 0.1}) + "\n")
     assert main(base + ["--set", "train.steps=4", "--set", f"train.out_dir={tmp_path / 'b'}"]) == 0
     assert torch.equal(sr.load_model(str(tmp_path / "b" / "model.safetensors")).state_dict()["imnet.layers.0.weight"],
                        b["imnet.layers.0.weight"])
+    assert [json.loads(line)["step"] for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()] == steps
     for bad in ("train.steps=0", "train.log_every=0", "train.lr=.nan", "data.scale_max=0.5"):
         assert main(base + ["--set", bad, "--set", f"train.out_dir={tmp_path / 'c'}"]) == 2, bad
 
