@@ -66,9 +66,9 @@ def build_oracle_table(images: Iterable[tuple[Hashable, tuple[int, int], Callabl
     ``images`` yields (image_id, native (h, w), load); ``load()`` gives the image that ``run`` takes (e.g. a
     :class:`ardet.images.LoadedImage`) and is called only for images with missing entries. Without ``run``,
     ``make_run()`` builds one (e.g. loads the detector) only if some entry is missing; with neither, the cache must
-    be complete. ``meta`` (e.g. the detector and resampler; the size rule is added) is written as
-    the cache's first record and must match on resume: a cache made with another detector is never mixed in, while
-    new images or new candidate sizes extend it.
+    be complete. ``meta`` (e.g. the detector, resampler and annotation file; the size rule is added) is written as
+    the cache's first record and must match on resume: a cache made with another detector or for other images is
+    never mixed in, while new images or new candidate sizes extend it.
     """
     from tqdm import tqdm
 
@@ -111,11 +111,15 @@ def _key(image_id: Hashable) -> str:
 
 
 def _read_cache(path: Path, meta: dict) -> dict:
+    """The cache's entries, after checking that every key both ``meta`` and the cache's own name agrees (a key the
+    caller leaves out, e.g. no detector when only reading a table, is not checked)."""
     done = {}
     for record in read_jsonl(path):
         if "meta" in record:
-            if record["meta"] != meta:
-                raise ValueError(f"{path}: oracle cache was made with {record['meta']}, not {meta}; "
+            differ = sorted(k for k in meta.keys() & record["meta"].keys() if meta[k] != record["meta"][k])
+            if differ:
+                raise ValueError(f"{path}: oracle cache was made with other {', '.join(differ)} "
+                                 f"({ {k: record['meta'][k] for k in differ} }, not { {k: meta[k] for k in differ} }); "
                                  f"use another cache file (oracle.cache) or delete this one")
             continue
         done[(_key(record["image_id"]), int(record["short_side"]))] = record

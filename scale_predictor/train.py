@@ -10,6 +10,7 @@ run continues exactly as an uninterrupted one would.
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import logging
 import math
@@ -227,7 +228,10 @@ def _oracle_table(cfg: TrainScaleConfig, model: ScalePredictor, data: CocoScaleD
                              f"(a detector.load_detector spec) to compute them, or oracle.cache to a complete table")
         return detector_run(o, data)
 
-    meta = {"detector": o.detector, "resampler": o.resampler, "sr_model": o.sr_model}
+    # Entries are keyed by image id, which every COCO file numbers from 1: the annotation file's contents name the
+    # images. Without a detector (reading a complete table) the table's own detector is taken as it is.
+    meta = {"annotations_sha256": hashlib.sha256(Path(cfg.data.annotations).read_bytes()).hexdigest(),
+            "resampler": o.resampler, "sr_model": o.sr_model, **({"detector": o.detector} if o.detector else {})}
     return build_oracle_table(items, o.short_sides, run, cache, make_run=make_run, multiple=model.multiple,
                               max_long=model.max_long, meta=meta, progress=progress)
 

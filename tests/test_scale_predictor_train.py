@@ -142,6 +142,15 @@ def test_oracle_training_and_cheap_retraining_from_the_cache(synth, tmp_path):
     sizes = _predicted_short_sides(load_predictor(out / "predictor.safetensors"), synth)
     assert sizes["small"] > 1.5 * sizes["large"], sizes
     assert len(calls) == n_images * len(ORACLE_SIZES)
+    # With no detector named (oracle.yaml's own default) the complete table is read as it is; a table made for other
+    # annotations (image ids restart at 1 in every COCO file) is refused, not mixed in.
+    reuse = ["optim.steps=2", "oracle.target=soft", f"oracle.cache={cache}", "oracle.detector=null"]
+    train(_config(synth, tmp_path / "nodet", [*ORACLE, *reuse]), progress=False)
+    other = dict(synth["coco"], annotations=synth["coco"]["annotations"][:-1])
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="annotations_sha256"):
+        train(_config({**synth, "annotations": tmp_path / "other.json"}, tmp_path / "other", [*ORACLE, *reuse]),
+              progress=False)
 
 
 def test_oracle_knob_traces_the_trade_off(synth, tmp_path):
