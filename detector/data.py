@@ -25,6 +25,16 @@ def augmentation(cfg: TrainConfig) -> v2.Compose:
     ])
 
 
+def check_image_files(coco: dict, image_dir: Path, json_path) -> None:
+    """Every image a COCO dict lists is in ``image_dir``, and there is one at least."""
+    if not coco["images"]:
+        raise ValueError(f"{json_path}: no images")
+    absent = [im["file_name"] for im in coco["images"] if not (Path(image_dir) / im["file_name"]).is_file()]
+    if absent:
+        raise FileNotFoundError(f"{len(absent)} image file(s) listed in {json_path} are not in {image_dir}: "
+                                f"{absent[:3]}")
+
+
 class CocoDetection(torch.utils.data.Dataset):
     """Item ``(index, seed)`` -> (image ``[3, H, W]`` in [0, 1], DETR target). The seed fixes the augmentation, so a
     run is reproducible and resumes exactly whatever the worker count.
@@ -42,6 +52,10 @@ class CocoDetection(torch.utils.data.Dataset):
         for a in coco["annotations"]:
             if not a.get("iscrowd", 0) and a["bbox"][2] > 0 and a["bbox"][3] > 0:
                 self.boxes[a["image_id"]].append((a["bbox"], label_of_category[a["category_id"]]))
+        # Found now, not when a batch first draws the image hours into a run (or never: no box to learn from).
+        if not any(self.boxes.values()):
+            raise ValueError(f"{json_path}: no image has a non-crowd box to train on")
+        check_image_files(coco, self.image_dir, json_path)
         self.transform = transform
 
     def __len__(self) -> int:

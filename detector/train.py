@@ -21,7 +21,7 @@ from ardet.config import check_resume, resume_key, save_config
 from ardet.files import JsonlWriter, atomic_write_json, truncate_jsonl
 from ardet.images import load_image
 from detector.config import DetectorConfig
-from detector.data import CocoDetection, StepSampler, augmentation
+from detector.data import CocoDetection, StepSampler, augmentation, check_image_files
 from detector.detect import IMAGENET_MEAN, IMAGENET_STD, Detector, detr_target_size, normalize_and_pad
 from detector.model import (BEST, LAST, build_model, in_backbone, load_model, map_labels, set_trainable,
                             use_trainable_batchnorm)
@@ -73,6 +73,8 @@ def train_detector(cfg: DetectorConfig, progress: bool = True) -> dict:
 
     train_set = CocoDetection(data.train_json, data.train_images, {c: l for l, c in label_map.items()},
                               augmentation(t))
+    if data.val_json:  # now, not at the first validation
+        check_image_files(load_coco_json(data.val_json), data.val_images, data.val_json)
     loader = torch.utils.data.DataLoader(
         train_set, batch_sampler=StepSampler(len(train_set), t.batch_size, t.steps, start, t.seed),
         num_workers=t.workers, collate_fn=_as_list)

@@ -116,6 +116,22 @@ def test_checkpoint_resume_and_self_describing_folder(tmp_path, shapes):
             small_run(tmp_path / "c", shapes, 4, bad)
 
 
+def test_bad_training_data_fails_before_the_first_step(tmp_path, shapes):
+    train_json = json.loads(Path(shapes[0].split("=", 1)[1]).read_text())
+    (tmp_path / "no-boxes.json").write_text(json.dumps({**train_json, "annotations": []}))
+    (tmp_path / "no-images.json").write_text(json.dumps({**train_json, "images": [], "annotations": []}))
+    missing = {**train_json, "images": [*train_json["images"], {"id": 999, "file_name": "gone.png", "height": 64,
+                                                                 "width": 80}]}
+    (tmp_path / "missing.json").write_text(json.dumps(missing))
+    for key, name, message in (("train_json", "no-boxes", "no image has a non-crowd box"),
+                               ("train_json", "missing", "not in"),
+                               ("val_json", "no-images", "no images")):
+        cfg = small_run(tmp_path / name, shapes, 2, f"data.{key}={tmp_path / name}.json")
+        with pytest.raises((ValueError, FileNotFoundError), match=message):
+            train_detector(cfg, progress=False)
+        assert not (tmp_path / name / "checkpoint").exists()
+
+
 def test_augmentation_keeps_boxes_on_their_objects(tmp_path, shapes):
     """After flip + random resize the target box still encloses the drawn object (checked on the pixels)."""
     from detector.data import CocoDetection, augmentation
