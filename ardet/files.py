@@ -77,6 +77,18 @@ class JsonlWriter:
         self.close()
 
 
+def load_training_state(path: str | os.PathLike, map_location=None) -> dict:
+    """A training checkpoint written by ``torch.save`` (tensors and plain containers only: ``weights_only``, never
+    unpickling code); a damaged one is a ValueError that says how to start over."""
+    import torch
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, pickle's UnpicklingError, EOFError... for a damaged file
+        raise ValueError(f"{path}: not a readable checkpoint (truncated or corrupt?): {e}; delete it to start the "
+                         f"run over") from None
+
+
 def truncate_jsonl(path: str | os.PathLike, step: int) -> None:
     """Keep a training log's records up to ``step`` (where a run starts): a fresh run starts an empty log, a resumed
     one drops what was logged after its checkpoint (those steps run again, and would be logged twice)."""

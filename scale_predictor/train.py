@@ -23,7 +23,7 @@ import torch
 
 from ardet.config import check_numbers, check_resume, resume_key, save_config
 from ardet.device import resolve_device
-from ardet.files import JsonlWriter, atomic_write_bytes, truncate_jsonl
+from ardet.files import JsonlWriter, atomic_write_bytes, load_training_state, truncate_jsonl
 from scale_predictor.data import CocoScaleData, collate
 from scale_predictor.losses import beta_mean_from_localisation, distribution_loss, oracle_loss, scale_loss
 from scale_predictor.model import ScalePredictor
@@ -323,7 +323,7 @@ def _resume(path: Path, cfg: TrainScaleConfig, model: ScalePredictor, opt: torch
             device: torch.device) -> int:
     if not path.is_file():
         return 0
-    state = torch.load(path, map_location=device, weights_only=True)
+    state = load_training_state(path, device)
     check_resume(state["config"], resume_key(cfg, _MAY_CHANGE), path)
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])

@@ -256,7 +256,7 @@ def train(cfg: Config) -> Path:
     """Train; return the path of the final ``model.safetensors``."""
     from tqdm import tqdm
 
-    from ardet.files import JsonlWriter, atomic_write_bytes, truncate_jsonl
+    from ardet.files import JsonlWriter, atomic_write_bytes, load_training_state, truncate_jsonl
 
     out = Path(cfg.train.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -269,7 +269,7 @@ def train(cfg: Config) -> Path:
     opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
     step, last = 0, out / "last.pt"
     if last.exists():
-        state = torch.load(last, map_location=device, weights_only=True)
+        state = load_training_state(last, device)
         check_resume(state.get("config"), resume_key(cfg, _MAY_CHANGE), last)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -289,8 +289,8 @@ def train(cfg: Config) -> Path:
     truncate_jsonl(out / "log.jsonl", step)
     history = JsonlWriter(out / "log.jsonl")
     losses, start = [], time.time()
-    for step, batch in zip(range(step + 1, cfg.train.steps + 1),
-                           tqdm(batches, initial=step, total=cfg.train.steps, desc="train-sr")):
+    for step, batch in tqdm(zip(range(step + 1, cfg.train.steps + 1), batches), initial=step,
+                            total=cfg.train.steps, desc="train-sr"):  # counted per pair: the bar reaches N/N
         for group in opt.param_groups:
             group["lr"] = cfg.train.lr * cfg.train.gamma ** ((step - 1) // cfg.train.decay_every)
         lr, coord, cell, hr, teacher = (None if t is None else t.to(device, non_blocking=True) for t in batch)

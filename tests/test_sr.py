@@ -270,6 +270,9 @@ def test_train_sr_writes_checkpoints_and_resumes_exactly(tmp_path):
     assert [json.loads(line)["step"] for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()] == steps
     for bad in ("train.steps=0", "train.log_every=0", "train.lr=.nan", "data.scale_max=0.5"):
         assert main(base + ["--set", bad, "--set", f"train.out_dir={tmp_path / 'c'}"]) == 2, bad
+    last = tmp_path / "b" / "last.pt"
+    last.write_bytes(last.read_bytes()[:500])  # damaged from outside: the run says so and how to start over
+    assert main(base + ["--set", "train.steps=4", "--set", f"train.out_dir={tmp_path / 'b'}"]) == 2
 
 
 def test_train_sr_stops_on_a_non_finite_loss_and_keeps_the_last_finite_checkpoint(tmp_path, capsys):
