@@ -1,13 +1,13 @@
 """Training images for the scale predictor: a COCO JSON + images folder -> thumbnail, native size, boxes."""
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
 
 import torch
 
+from ardet.coco import load_coco_json
 from ardet.images import LoadedImage, load_image
 from scale_predictor.model import make_thumbnail
 
@@ -23,16 +23,14 @@ class CocoScaleData(torch.utils.data.Dataset):
 
     def __init__(self, annotations: str | os.PathLike, images: str | os.PathLike, *, thumb: int = 224,
                  native_jitter: tuple[float, float] = (1.0, 1.0), flip: bool = True, max_images: int | None = None):
-        annotations, self.images_dir = Path(annotations), Path(images)
-        if not annotations.is_file():
-            raise FileNotFoundError(f"COCO annotations not found: {annotations}")
+        self.images_dir = Path(images)
         if not self.images_dir.is_dir():
             raise FileNotFoundError(f"images folder not found: {self.images_dir}")
-        coco = json.loads(annotations.read_text(encoding="utf-8"))
-        self.categories = coco.get("categories", [])
+        coco = load_coco_json(annotations)  # validated: unknown image or category ids, bad boxes are errors
+        self.categories = coco["categories"]
         self.images = sorted(coco["images"], key=lambda im: im["id"])[:max_images]
         self.annotations = {im["id"]: [] for im in self.images}
-        for a in coco.get("annotations", []):
+        for a in coco["annotations"]:
             if a["image_id"] in self.annotations:
                 self.annotations[a["image_id"]].append(a)
         lo, hi = native_jitter

@@ -209,6 +209,12 @@ def test_cli_elastic_config_runs_and_reports_user_errors(synth, tmp_path, capsys
     assert "oracle.detector" in capsys.readouterr().err
     assert main(["train-scale", "--config", str(CONFIGS / "oracle.yaml"), "--set", "oracle.short_sides=[]"]) == 2
     assert "short_sides" in capsys.readouterr().err
+    # Annotations of a category the file does not list were skipped silently; the COCO file is validated now.
+    coco = dict(synth["coco"], annotations=[{**synth["coco"]["annotations"][0], "category_id": 77}])
+    (tmp_path / "badcat.json").write_text(json.dumps(coco))
+    assert main(["train-scale", "--config", str(CONFIGS / "elastic.yaml"), "--no-progress",
+                 *[f"--set={s}" for s in sets + [f"data.annotations={tmp_path / 'badcat.json'}"]]]) == 2
+    assert "category_id" in capsys.readouterr().err
 
 
 def test_oracle_mode_with_a_real_detector(synth, tmp_path):
