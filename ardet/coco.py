@@ -95,6 +95,10 @@ def _is_number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _entry(item: object, keys: tuple[str, ...], source: str, section: str) -> dict:
     if not isinstance(item, dict):
         raise ValueError(f"{source}: every entry of '{section}' must be an object, got {item!r:.80}")
@@ -106,7 +110,7 @@ def _entry(item: object, keys: tuple[str, ...], source: str, section: str) -> di
 
 def _unique_int_ids(entries: list[dict], source: str, section: str) -> set[int]:
     ids = [e["id"] for e in entries]
-    not_int = [i for i in ids if isinstance(i, bool) or not isinstance(i, int)]
+    not_int = [i for i in ids if not _is_int(i)]
     if not_int:
         raise ValueError(f"{source}: '{section}' ids must be integers, got e.g. {not_int[:5]}")
     seen, dups = set(), set()
@@ -188,8 +192,7 @@ def check_detections(dets: object, gt: dict, image_ids: list[int] | None = None)
     bad_score = [i for i, d in enumerate(out) if not (_is_number(d["score"]) and math.isfinite(d["score"]))]
     if bad_score:
         raise ValueError(f"{len(bad_score)} detection(s) have a non-finite or non-numeric score, e.g. #{bad_score[:5]}")
-    bad_id = [i for i, d in enumerate(out) if not all(isinstance(d[k], int) and not isinstance(d[k], bool)
-                                                      for k in ("image_id", "category_id"))]
+    bad_id = [i for i, d in enumerate(out) if not (_is_int(d["image_id"]) and _is_int(d["category_id"]))]
     if bad_id:
         raise ValueError(f"{len(bad_id)} detection(s) have an image_id or category_id that is not an integer (COCO "
                          f"ids are), e.g. #{bad_id[:5]}")

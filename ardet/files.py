@@ -1,6 +1,7 @@
 """Atomic files and append-only JSONL: long runs never leave a half-written result behind."""
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -77,16 +78,24 @@ class JsonlWriter:
         self.close()
 
 
-def load_training_state(path: str | os.PathLike, map_location=None) -> dict:
-    """A training checkpoint written by ``torch.save`` (tensors and plain containers only: ``weights_only``, never
-    unpickling code); a damaged one is a ValueError that says how to start over."""
+def sha256(path: str | os.PathLike) -> str:
+    """The file's sha256, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_torch_checkpoint(path: str | os.PathLike, map_location=None) -> Any:
+    """A file written by ``torch.save``, read with ``weights_only`` (tensors and plain containers, never unpickled
+    code); a damaged one is one ValueError naming it."""
     import torch
 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises RuntimeError, pickle's UnpicklingError, EOFError... for a damaged file
-        raise ValueError(f"{path}: not a readable checkpoint (truncated or corrupt?): {e}; delete it to start the "
-                         f"run over") from None
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {e}") from None
 
 
 def truncate_jsonl(path: str | os.PathLike, step: int) -> None:

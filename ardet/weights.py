@@ -14,7 +14,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ardet.files import atomic_write_bytes
+from ardet.files import atomic_write_bytes, sha256
 
 
 @dataclass(frozen=True)
@@ -44,14 +44,6 @@ def _entry(name: str) -> WeightsFile:
     if name not in REGISTRY:
         raise ValueError(f"unknown weights {name!r}; pullable: {', '.join(REGISTRY)}")
     return REGISTRY[name]
-
-
-def sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def weights_path(name: str) -> Path:

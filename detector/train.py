@@ -18,7 +18,7 @@ from torchvision.transforms.v2 import functional as TF
 from ardet.coco import evaluate_bbox, load_coco_json
 from ardet.device import resolve_device
 from ardet.config import check_resume, resume_key, save_config
-from ardet.files import JsonlWriter, atomic_write_json, load_training_state, truncate_jsonl
+from ardet.files import JsonlWriter, atomic_write_json, load_torch_checkpoint, truncate_jsonl
 from ardet.images import load_image
 from detector.config import DetectorConfig
 from detector.data import CocoDetection, StepSampler, augmentation, check_image_files
@@ -64,7 +64,7 @@ def train_detector(cfg: DetectorConfig, progress: bool = True) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.1 if step >= drop_at else 1.0)
     start, best_ap = 0, -1.0
     if resume_dir is not None:
-        state = load_training_state(resume_dir / TRAIN_STATE)
+        state = load_torch_checkpoint(resume_dir / TRAIN_STATE)
         check_resume(state.get("config"), resume_key(cfg, _MAY_CHANGE), resume_dir / TRAIN_STATE)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -49,10 +49,9 @@ class CocoDataset:
 
     def fingerprint(self) -> dict:
         """The ground truth a run scores against: the annotation file and its sha256 (a resumed run checks it)."""
-        import hashlib
+        from ardet.files import sha256
 
-        return {"annotations": str(self.annotations_path),
-                "annotations_sha256": hashlib.sha256(self.annotations_path.read_bytes()).hexdigest()}
+        return {"annotations": str(self.annotations_path), "annotations_sha256": sha256(self.annotations_path)}
 
     @property
     def categories(self) -> list[dict]:

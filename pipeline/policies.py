@@ -201,10 +201,11 @@ class CascadePolicy:
             raise ValueError(f"cascade policy: score must be one of {', '.join(UNCERTAINTY_SCORES)}, got {score!r}")
         if not math.isfinite(threshold):
             raise ValueError(f"cascade policy: threshold must be a finite number, got {threshold}")
-        unknown = set(score_args or {}) - set(inspect.signature(uncertainty).parameters) - {"score"}
+        known = [n for n, p in inspect.signature(uncertainty).parameters.items() if p.default is not p.empty]
+        unknown = set(score_args or {}) - set(known)
         if unknown:  # checked here, not on the first image after other policies' records are written
-            raise ValueError(f"cascade policy: unknown score_args {sorted(unknown)}; known: top_k, band, tiny_side, "
-                             f"confident (pipeline.uncertainty)")
+            raise ValueError(f"cascade policy: unknown score_args {sorted(unknown)}; known: {', '.join(known)} "
+                             f"(pipeline.uncertainty)")
         self.score, self.threshold, self.score_args = score, float(threshold), dict(score_args or {})
         self.fixed_low = FixedPolicy(detector, low, max_size, resampler, name="low")
         self.high = (FixedPolicy(detector, high, max_size, resampler, name="high") if predictor is None

@@ -10,7 +10,6 @@ run continues exactly as an uninterrupted one would.
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import logging
 import math
@@ -23,7 +22,7 @@ import torch
 
 from ardet.config import check_numbers, check_resume, resume_key, save_config
 from ardet.device import resolve_device
-from ardet.files import JsonlWriter, atomic_write_bytes, load_training_state, truncate_jsonl
+from ardet.files import JsonlWriter, atomic_write_bytes, load_torch_checkpoint, sha256, truncate_jsonl
 from scale_predictor.data import CocoScaleData, collate
 from scale_predictor.losses import beta_mean_from_localisation, distribution_loss, oracle_loss, scale_loss
 from scale_predictor.model import ScalePredictor
@@ -230,7 +229,7 @@ def _oracle_table(cfg: TrainScaleConfig, model: ScalePredictor, data: CocoScaleD
 
     # Entries are keyed by image id, which every COCO file numbers from 1: the annotation file's contents name the
     # images. Without a detector (reading a complete table) the table's own detector is taken as it is.
-    meta = {"annotations_sha256": hashlib.sha256(Path(cfg.data.annotations).read_bytes()).hexdigest(),
+    meta = {"annotations_sha256": sha256(cfg.data.annotations),
             "resampler": o.resampler, "sr_model": o.sr_model, **({"detector": o.detector} if o.detector else {})}
     return build_oracle_table(items, o.short_sides, run, cache, make_run=make_run, multiple=model.multiple,
                               max_long=model.max_long, meta=meta, progress=progress)
@@ -323,7 +322,7 @@ def _resume(path: Path, cfg: TrainScaleConfig, model: ScalePredictor, opt: torch
             device: torch.device) -> int:
     if not path.is_file():
         return 0
-    state = load_training_state(path, device)
+    state = load_torch_checkpoint(path, device)
     check_resume(state["config"], resume_key(cfg, _MAY_CHANGE), path)
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])

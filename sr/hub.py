@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ardet.device import resolve_device
+from ardet.files import load_torch_checkpoint
 from sr.liif import LIIF
 from sr.models import make
 
@@ -85,11 +86,7 @@ def load_checkpoint(path: str | Path) -> LIIF:
         if meta.get("name") != "liif" or "args" not in meta:
             raise ValueError(f"{path}: metadata must hold name='liif' and args, found {sorted(meta)}")
         return _with_state(make({"name": "liif", "args": json.loads(meta["args"])}), sd, path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {e}") from e
-    return from_official(ckpt, path)
+    return from_official(load_torch_checkpoint(path, "cpu"), path)
 
 
 def from_official(ckpt, source="checkpoint") -> LIIF:

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ardet.images import DEFAULT_MAX_PIXELS
+
 
 # The largest output rendered: the largest image ardet.images reads (Pillow's decompression-bomb limit), so a wild
 # size or scale is one clear error instead of an allocation failure deep inside torch.
-MAX_OUTPUT_PIXELS = 178_956_970
+MAX_OUTPUT_PIXELS = DEFAULT_MAX_PIXELS
 
 
 def check_size(size) -> tuple[int, int]:

@@ -256,7 +256,7 @@ def train(cfg: Config) -> Path:
     """Train; return the path of the final ``model.safetensors``."""
     from tqdm import tqdm
 
-    from ardet.files import JsonlWriter, atomic_write_bytes, load_training_state, truncate_jsonl
+    from ardet.files import JsonlWriter, atomic_write_bytes, load_torch_checkpoint, truncate_jsonl
 
     out = Path(cfg.train.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -269,7 +269,7 @@ def train(cfg: Config) -> Path:
     opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
     step, last = 0, out / "last.pt"
     if last.exists():
-        state = load_training_state(last, device)
+        state = load_torch_checkpoint(last, device)
         check_resume(state.get("config"), resume_key(cfg, _MAY_CHANGE), last)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])

@@ -94,8 +94,9 @@ def test_registry_builds_and_rejects(detector):
     cascade = {"kind": "cascade", "low": 64, "high": 128, "score": "tiny"}
     assert build_policy({**cascade, "score_args": {"tiny_side": 8, "band": [0.1, 0.5]}}, ctx).score_args == {
         "tiny_side": 8, "band": [0.1, 0.5]}
-    with pytest.raises(ValueError, match="unknown score_args"):  # at build time, before any image
-        build_policy({**cascade, "score_args": {"tiny_sides": 8}}, ctx)
+    for wrong in ({"tiny_sides": 8}, {"detections": []}):  # at build time, before any image; only the score's options
+        with pytest.raises(ValueError, match="unknown score_args"):
+            build_policy({**cascade, "score_args": wrong}, ctx)
     predictor = str(Path(__file__).resolve().parents[1] / "models" / "scale-predictor-demo" / "predictor.safetensors")
     with pytest.raises(ValueError, match="knob must be in"):
         build_policy({"kind": "adaptive", "predictor": predictor, "knob": 5}, ctx)
