@@ -60,11 +60,13 @@ def train_detector(cfg: DetectorConfig, progress: bool = True) -> dict:
     rest = [p for n, p in model.named_parameters() if p.requires_grad and not in_backbone(n)]
     optimizer = torch.optim.AdamW([{"params": rest, "lr": t.lr}, {"params": backbone, "lr": t.backbone_lr}],
                                   weight_decay=t.weight_decay)
+    state = load_torch_checkpoint(resume_dir / TRAIN_STATE) if resume_dir is not None else None
     drop_at = int(t.steps * t.lr_drop_at)
+    if state is not None and state["step"] > state.get("lr_drop_step", state["step"]):
+        drop_at = state["lr_drop_step"]  # a drop already taken stays put when train.steps is raised
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.1 if step >= drop_at else 1.0)
     start, best_ap = 0, -1.0
-    if resume_dir is not None:
-        state = load_torch_checkpoint(resume_dir / TRAIN_STATE)
+    if state is not None:
         check_resume(state.get("config"), resume_key(cfg, _MAY_CHANGE), resume_dir / TRAIN_STATE)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -116,7 +118,7 @@ def train_detector(cfg: DetectorConfig, progress: bool = True) -> dict:
                     save_model(model, out / BEST, mean, std, extra={"metrics.json": {"step": step, **metrics}})
             if step % t.checkpoint_every == 0 or step == t.steps:
                 state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
-                         "best_ap": best_ap, "config": resume_key(cfg, _MAY_CHANGE)}
+                         "best_ap": best_ap, "lr_drop_step": drop_at, "config": resume_key(cfg, _MAY_CHANGE)}
                 save_model(model, out / LAST, mean, std, train_state=state)
     return {"step": step, "loss": loss_avg, "val": metrics}
 

@@ -116,6 +116,15 @@ def test_checkpoint_resume_and_self_describing_folder(tmp_path, shapes):
             small_run(tmp_path / "c", shapes, 4, bad)
 
 
+def test_raising_steps_keeps_a_learning_rate_drop_already_taken(tmp_path, shapes):
+    """Extending a run whose lr already dropped (after step 2 of 4) goes on at the dropped lr; the drop does not
+    move to step 6 of 12, which would train step 6 at the full lr again."""
+    train_detector(small_run(tmp_path / "run", shapes, 4, "train.lr_drop_at=0.5"), progress=False)
+    train_detector(small_run(tmp_path / "run", shapes, 12, "train.lr_drop_at=0.5"), progress=False)
+    lrs = [r["lr"] for r in read_jsonl(tmp_path / "run" / "train_log.jsonl") if "lr" in r]
+    assert lrs == pytest.approx([1e-3] * 2 + [1e-4] * 10)
+
+
 def test_bad_training_data_fails_before_the_first_step(tmp_path, shapes):
     train_json = json.loads(Path(shapes[0].split("=", 1)[1]).read_text())
     (tmp_path / "no-boxes.json").write_text(json.dumps({**train_json, "annotations": []}))
