@@ -53,6 +53,11 @@ def create_model(name: str, **args) -> LIIF:
 
 def load_model(name_or_path: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> LIIF:
     """A registered name (weights from the cache or the package) or a ``.safetensors`` / ``.pth`` path, in eval mode."""
+    return load_checkpoint(weights_file(name_or_path)).to(resolve_device(device), dtype).eval()
+
+
+def weights_file(name_or_path: str) -> Path:
+    """The file :func:`load_model` reads for a registered name or a path; FileNotFoundError says why there is none."""
     if name_or_path in MODELS:
         where = MODELS[name_or_path][1]
         if where is None:
@@ -60,16 +65,15 @@ def load_model(name_or_path: str, device: str | torch.device = "cpu", dtype: tor
         if where == "cache":
             from ardet.weights import weights_path
 
-            path = weights_path(name_or_path)
-        else:
-            path = WEIGHTS_DIR / where
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: the weights shipped with the package are missing; reinstall ardet")
-    else:
-        path = Path(name_or_path)
+            return weights_path(name_or_path)
+        path = WEIGHTS_DIR / where
         if not path.is_file():
-            raise FileNotFoundError(f"{name_or_path}: neither a file nor a model name ({', '.join(list_models())})")
-    return load_checkpoint(path).to(resolve_device(device), dtype).eval()
+            raise FileNotFoundError(f"{path}: the weights shipped with the package are missing; reinstall ardet")
+        return path
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{name_or_path}: neither a file nor a model name ({', '.join(list_models())})")
+    return path
 
 
 def load_checkpoint(path: str | Path) -> LIIF:

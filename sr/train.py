@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from ardet.config import check_numbers, check_resume, resume_key, save_config
 from ardet.device import resolve_device
 from sr.evaluate import IMAGE_SUFFIXES
-from sr.hub import create_model, load_model, save_model
+from sr.hub import create_model, load_model, save_model, weights_file
 from sr.liif import grid_coord
 from sr.resample import resize
 
@@ -54,7 +54,7 @@ class DataConfig:
     synthetic: int = 0  # plus this many images of the generated detection data's train split (ardet.synthetic)
     renders: int = 0  # > 0: that many fixed LR versions per image, needed for a teacher (0: a fresh crop per sample)
     teacher: str | None = None  # distil from this sr.load_model name or path (renders > 0)
-    cache: str = "runs/sr/teacher-cache"  # the teacher's outputs, one file per render keyed by teacher name and LR
+    cache: str = "runs/sr/teacher-cache"  # the teacher's outputs, one file per render keyed by teacher weights and LR
 
     def __post_init__(self):
         check_numbers(self, "data", positive=("patch", "queries", "scale_min"), non_negative=("synthetic", "renders"))
@@ -167,7 +167,7 @@ def make_renders(images: list[torch.Tensor], cfg: DataConfig, gen: torch.Generat
     now."""
     from tqdm import tqdm
 
-    from ardet.files import atomic_write_bytes
+    from ardet.files import atomic_write_bytes, sha256
 
     renders = []
     for hr in images:
@@ -180,8 +180,9 @@ def make_renders(images: list[torch.Tensor], cfg: DataConfig, gen: torch.Generat
     from safetensors.torch import load, save
 
     teacher, cache = None, Path(cfg.cache)
+    weights = sha256(weights_file(cfg.teacher))  # the teacher's contents, not its name: retrained files get new keys
     for r in tqdm(renders, desc=f"teacher {Path(cfg.teacher).name}"):
-        key = hashlib.sha256(f"{cfg.teacher} {tuple(r.hr.shape)}".encode() + r.lr.numpy().tobytes()).hexdigest()
+        key = hashlib.sha256(f"{weights} {tuple(r.hr.shape)}".encode() + r.lr.numpy().tobytes()).hexdigest()
         path = cache / f"{key[:24]}.safetensors"
         if path.is_file():
             out = load(path.read_bytes())["teacher"]

@@ -383,6 +383,11 @@ def test_teacher_renders_are_cached_and_used_for_distillation(tmp_path, monkeypa
     again, _ = _ramp_renders(tmp_path, teacher=str(tmp_path / "teacher.safetensors"))
     assert all(torch.equal(a.teacher, b.teacher) for a, b in zip(renders, again))
     monkeypatch.undo()
+    retrained = random_model("liif-nano", seed=1)  # other weights in the same file: the cache must not answer for it
+    sr.save_model(retrained, tmp_path / "teacher.safetensors")
+    again, _ = _ramp_renders(tmp_path, teacher=str(tmp_path / "teacher.safetensors"))
+    for r in again:
+        assert torch.equal(r.teacher, (retrained.upscale(r.lr[None], r.hr.shape[-2:])[0] * 255).round() / 255)
     # a distilled run over generated images: the loss falls (teacher_weight only: the student learns the teacher)
     out = tmp_path / "run"
     assert main(["train-sr", "--config", "configs/sr/liif-nano.yaml", "--set", "data.package=null",
