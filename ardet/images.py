@@ -52,14 +52,32 @@ class LoadedImage:
 
 def load_image(path: str | os.PathLike, *, image_id: str | int | None = None, exif: ExifPolicy = "ignore",
                alpha: AlphaPolicy = "white", max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
-    """Decode an image file. Raises :class:`ImageDecodeError` naming the file for anything that is not a clean image."""
+    """Decode an image file; its id is ``image_id``, else :func:`file_image_id`. Raises :class:`ImageDecodeError`
+    naming the file for anything that is not a clean image."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as e:
         raise ImageDecodeError(f"{path}: cannot read image file: {e.strerror or e}") from None
     pixels = _decode(data, str(path), exif=exif, alpha=alpha, max_pixels=max_pixels)
-    return LoadedImage(id=path.stem if image_id is None else image_id, pixels=pixels, path=str(path))
+    return LoadedImage(id=file_image_id(path) if image_id is None else image_id, pixels=pixels, path=str(path))
+
+
+def check_pixels(x: torch.Tensor, ndim: int, where: str) -> None:
+    """What every stage takes: float pixels in [0, 1] shaped ``[3, H, W]`` (``ndim`` 3) or ``[B, 3, H, W]`` (4), as
+    :func:`to_image` makes them. A uint8 image or another layout would run, silently wrong, or fail deep inside."""
+    shape = "[3, H, W]" if ndim == 3 else "[B, 3, H, W]"
+    if not isinstance(x, torch.Tensor) or x.ndim != ndim or x.shape[-3] != 3:
+        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{where}: expected a {shape} tensor, got {got}")
+    if not x.is_floating_point():
+        raise TypeError(f"{where}: expected float pixels in [0, 1], got {x.dtype} (ardet.to_image converts uint8)")
+
+
+def file_image_id(path: str | os.PathLike) -> str | int:
+    """An image file's id: its name's stem, an integer when all digits (``000123.jpg`` -> 123, as COCO ids are)."""
+    stem = Path(path).stem
+    return int(stem) if stem.isdigit() else stem
 
 
 def to_image(source: ImageSource, *, image_id: str | int | None = None, exif: ExifPolicy = "ignore",
@@ -102,7 +120,7 @@ def _pil_image_to_tensor(im: Image.Image, name: str, *, exif: ExifPolicy, alpha:
     _check_size(im.size, name, max_pixels)
     with _decode_errors(name):
         im.load()  # Pillow decodes lazily: a truncated stream fails here
-    return _pil_to_tensor(_oriented(im, exif), alpha)
+    return _pil_to_tensor(_oriented(im, exif), alpha, name)
 
 
 @contextlib.contextmanager
@@ -132,16 +150,15 @@ def _oriented(im: Image.Image, exif: ExifPolicy) -> Image.Image:
     return ImageOps.exif_transpose(im) if exif == "apply" else im
 
 
-def _pil_to_tensor(im: Image.Image, alpha: AlphaPolicy) -> torch.Tensor:
+def _pil_to_tensor(im: Image.Image, alpha: AlphaPolicy, name: str) -> torch.Tensor:
     if alpha not in ("white", "drop"):
         raise ValueError(f"alpha policy must be 'white' or 'drop', got {alpha!r}")
     mode = im.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         gray = np.asarray(im, dtype=np.float64) / 65535.0  # 16-bit range; PNG 16-bit opens as I;16 or I
-        return _finite(torch.from_numpy(np.clip(gray, 0.0, 1.0)).float().expand(3, -1, -1).contiguous())
-    if mode == "F":
-        gray = np.asarray(im, dtype=np.float32)
-        return _finite(torch.from_numpy(np.clip(gray, 0.0, 1.0)).expand(3, -1, -1).contiguous())
+        return _finite(torch.from_numpy(np.clip(gray, 0.0, 1.0)).float().expand(3, -1, -1).contiguous(), name)
+    if mode == "F":  # float pixels, in [0, 1] as float tensors are (Pillow's convert("F") gives 0-255: divide first)
+        return _float_pixels(torch.from_numpy(np.array(im, dtype=np.float32)).expand(3, -1, -1), name)
     if mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
     elif mode == "PA":
@@ -175,6 +192,10 @@ def _array_to_tensor(t: torch.Tensor, name: str, max_pixels: int, channels_last:
         return t.float().div(255.0).contiguous()
     if not t.is_floating_point():
         raise ImageDecodeError(f"{name}: integer tensors must be uint8, got {t.dtype}")
+    return _float_pixels(t, name)
+
+
+def _float_pixels(t: torch.Tensor, name: str) -> torch.Tensor:
     t = _finite(t.float(), name)
     if t.min() < 0 or t.max() > 1:
         raise ImageDecodeError(f"{name}: float pixels must lie in [0, 1], got [{t.min():.3g}, {t.max():.3g}]")

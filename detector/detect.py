@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from ardet.device import resolve_device
+from ardet.images import check_pixels
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -22,7 +23,8 @@ _PADDED_CANVAS_BOXES = {"rt_detr", "rt_detr_v2", "d_fine"}
 
 def detr_target_size(h: int, w: int, shortest_edge: int = 800, longest_edge: int = 1333) -> tuple[int, int]:
     """The (H, W) DetrImageProcessor resizes an h x w image to: shortest edge to ``shortest_edge`` unless the longest
-    would pass ``longest_edge``; the other edge truncated, exactly as transformers' ``get_size_with_aspect_ratio``."""
+    would pass ``longest_edge``; the other edge truncated, exactly as transformers' ``get_size_with_aspect_ratio``,
+    except that no edge is 0 (transformers' size for images over 2 x ``longest_edge`` times longer than wide)."""
     size, raw = shortest_edge, None
     short, long = float(min(h, w)), float(max(h, w))
     if long / short * size > longest_edge:
@@ -31,9 +33,8 @@ def detr_target_size(h: int, w: int, shortest_edge: int = 800, longest_edge: int
     if (h <= w and h == size) or (w <= h and w == size):
         return h, w
     base = size if raw is None else raw
-    if w < h:
-        return int(base * h / w), size
-    return size, int(base * w / h)
+    target = (int(base * h / w), size) if w < h else (size, int(base * w / h))
+    return max(1, target[0]), max(1, target[1])
 
 
 def normalize_and_pad(images: list[torch.Tensor], mean, std) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,8 +48,7 @@ def normalize_and_pad(images: list[torch.Tensor], mean, std) -> tuple[torch.Tens
     pixel_values = torch.zeros(len(images), 3, height, width, device=device)
     pixel_mask = torch.zeros(len(images), height, width, dtype=torch.int64, device=device)
     for i, im in enumerate(images):
-        if im.ndim != 3 or im.shape[0] != 3:
-            raise ValueError(f"expected images of shape [3, H, W], got {tuple(im.shape)}")
+        check_pixels(im, 3, "detector")
         h, w = im.shape[-2:]
         pixel_values[i, :, :h, :w] = (im.to(device, torch.float32) - mean) / std
         pixel_mask[i, :h, :w] = 1
@@ -118,7 +118,7 @@ class Detector:
         """Detect on ``images`` (already at the size the pipeline chose); boxes come back in ``original_sizes``."""
         if len(images) != len(original_sizes):
             raise ValueError(f"{len(images)} images but {len(original_sizes)} original sizes")
-        if not images:
+        if len(images) == 0:  # a [B, 3, H, W] batch is a sequence of images too
             return []
         pixel_values, pixel_mask = self.preprocess(images)
         out = self.model(pixel_values=pixel_values.to(self.device), pixel_mask=pixel_mask.to(self.device))

@@ -33,9 +33,10 @@ class CostMeter:
     def __init__(self, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
         self._counts: dict[tuple, FlopCount] = {}
-        self._reset()
+        self.reset()
 
-    def _reset(self) -> None:
+    def reset(self) -> None:
+        """Forget the costs measured since the last :meth:`take` (those of a call that raised, say)."""
         self._flops: dict[str, int] = defaultdict(int)
         self._seconds: dict[str, float] = defaultdict(float)
         self._source: dict[str, str] = {}
@@ -82,7 +83,7 @@ class CostMeter:
                "seconds": {s: float(self._seconds.get(s, 0.0)) for s in (*STAGES, *self._seconds)},
                "flops_source": dict(self._source), "peak_memory_bytes": dict(self._memory),
                "uncounted_ops": tuple(sorted(self._uncounted))}
-        self._reset()
+        self.reset()
         return out
 
 

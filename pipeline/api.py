@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
@@ -48,7 +49,7 @@ class PipelineResult(ImageResult):
 class Preprocessed:
     """An image rendered at the size the policy chose, for a detector of the caller's own."""
 
-    pixels: torch.Tensor  # float32 [3, H, W] in [0, 1]
+    pixels: torch.Tensor  # float32 [3, H, W] in [0, 1], the caller's to modify (never the input's storage)
     original_size: tuple[int, int]
     size: tuple[int, int]
     factor: float
@@ -57,10 +58,11 @@ class Preprocessed:
     seconds: dict[str, float]
 
     def to_original(self, boxes: torch.Tensor) -> torch.Tensor:
-        """Boxes ``[N, 4]`` in this image's pixels (xyxy or xywh: both scale the same) -> original-image pixels."""
+        """Boxes ``[N, 4]`` in this image's pixels (xyxy or xywh: both scale the same) -> original-image pixels, as
+        floats (integer boxes too: their scale is not an integer)."""
         (h, w), (hh, ww) = self.original_size, self.size
-        scale = torch.tensor([w / ww, h / hh, w / ww, h / hh], dtype=boxes.dtype, device=boxes.device)
-        return boxes * scale
+        boxes = boxes if boxes.is_floating_point() else boxes.float()
+        return boxes * torch.tensor([w / ww, h / hh, w / ww, h / hh], dtype=boxes.dtype, device=boxes.device)
 
 
 class AdaptivePipeline:
@@ -89,15 +91,20 @@ class AdaptivePipeline:
         names = {c["id"]: c["name"] for c in categories} if categories else None
         return cls(build_policy(cfg.policy, PolicyContext(detector, cfg.device)), detector, cfg.exif, names)
 
-    def load(self, image: ImageSource | LoadedImage) -> LoadedImage:
+    def load(self, image: ImageSource | LoadedImage, image_id: str | int | None = None) -> LoadedImage:
         """Any accepted image source as a :class:`ardet.LoadedImage`, with this pipeline's EXIF policy."""
-        return to_image(image, exif=self.exif)
+        return to_image(image, image_id=image_id, exif=self.exif)
 
     def __call__(self, images: ImageSource | LoadedImage | list) -> PipelineResult | list[PipelineResult]:
-        """Detect on one image or a list (each at its own chosen size); boxes in each image's original pixels."""
+        """Detect on one image or a list (each at its own chosen size); boxes in each image's original pixels.
+        ``image_id``: a file's :func:`ardet.images.file_image_id`; an image given as pixels, its index in the list
+        (0 alone)."""
         if isinstance(images, list):
-            return [self(im) for im in images]
-        image = self.load(images)
+            return [self._detect(self.load(im, None if isinstance(im, (str, os.PathLike, LoadedImage)) else i))
+                    for i, im in enumerate(images)]
+        return self._detect(self.load(images))
+
+    def _detect(self, image: LoadedImage) -> PipelineResult:
         result = self.policy(image)
         return PipelineResult(**{f.name: getattr(result, f.name) for f in fields(result)}, image_id=image.id)
 
@@ -109,7 +116,8 @@ class AdaptivePipeline:
         image = self.load(image)
         x, size, factor, used = self.policy.preprocess(image)
         costs = self.policy.meter.take()
-        return Preprocessed(x[0].cpu(), image.size, size, factor, used, costs["flops"], costs["seconds"])
+        pixels = x[0].to("cpu", copy=True)  # at an unchanged size x is the input itself
+        return Preprocessed(pixels, image.size, size, factor, used, costs["flops"], costs["seconds"])
 
 
 def read_categories(path: str | Path) -> list[dict]:

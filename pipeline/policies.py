@@ -94,6 +94,7 @@ class SinglePassPolicy:
         """``image`` rendered at the decided size: ([1, 3, H, W] on the detector's device, (H, W), factor, what
         rendered it: ``Resampler.method``, "none" when the size is unchanged).
         The costs stay in :attr:`meter` until ``meter.take()``."""
+        self.meter.reset()  # an earlier call that raised must not bill its stages to this image
         size, factor = self.decide(image)
         x = image.pixels.unsqueeze(0).to(self.detector.device)
         method = self.resampler.method(image.size, size)

@@ -19,6 +19,8 @@ from typing import Literal, Sequence
 import torch
 from torch import nn
 
+from ardet.images import check_pixels
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SIZE_REF = 512.0  # native sizes enter the head as log(h / 512), log(w / 512): order-one numbers for COCO-like images
@@ -148,9 +150,12 @@ class ScalePredictor(nn.Module):
         sizes default to the images' sizes)."""
         is_thumbs = isinstance(images, torch.Tensor) and images.ndim == 4 and tuple(images.shape[-2:]) == (self.thumb,) * 2
         if is_thumbs and native_sizes is not None:
+            check_pixels(images, 4, "ScalePredictor.predict")
             thumbs = images
         else:
             images = [images] if isinstance(images, torch.Tensor) and images.ndim == 3 else list(images)
+            for im in images:
+                check_pixels(im, 3, "ScalePredictor.predict")
             native_sizes = native_sizes or [tuple(im.shape[-2:]) for im in images]
             thumbs = torch.stack([make_thumbnail(im, self.thumb) for im in images])
         if len(native_sizes) != len(thumbs):

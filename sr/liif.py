@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ardet.images import check_pixels
 from sr.models import make, register
 from sr.resample import check_size
 
@@ -116,7 +117,10 @@ class LIIF(nn.Module):
 
     @torch.no_grad()
     def upscale_plain(self, img: torch.Tensor, size: tuple[int, int], chunk: int = 30000) -> torch.Tensor:
-        """Reference inference: [B, 3, h, w] in [0, 1] -> [B, 3, H, W] in [0, 1]."""
+        """Reference inference, float32 as the reference: [B, 3, h, w] in [0, 1] -> [B, 3, H, W] in [0, 1]."""
+        check_pixels(img, 4, "LIIF.upscale_plain")
+        if (dtype := next(self.parameters()).dtype) != torch.float32:
+            raise TypeError(f"upscale_plain is the float32 reference; this model is {dtype}: use upscale")
         b, (H, W) = img.shape[0], check_size(size)
         feat = self.gen_feat(img.float())
         coord = grid_coord(H, W).view(1, -1, 2).expand(b, -1, -1)
@@ -175,6 +179,7 @@ class LIIF(nn.Module):
         on LR tiles of about ``tile`` pixels a side (None: one tile), the decoder on about ``chunk`` queries at a
         time; by default 2048 on the CPU (small chunks keep the MLP's activations in cache) and 65536 on a GPU
         (where each chunk costs a kernel launch per layer and 2048 queries leave it idle)."""
+        check_pixels(img, 4, "LIIF.upscale")
         (b, _, h, w), (H, W) = img.shape, check_size(size)
         if tile is not None and tile < 1:
             raise ValueError(f"tile must be a positive number of LR pixels (or None: one tile), got {tile}")

@@ -26,6 +26,8 @@ def test_png_is_exact_and_reports_size_and_id(tmp_path):
     assert img.pixels.dtype == torch.float32 and img.pixels.shape == (3, 5, 7)
     assert img.size == (5, 7) and img.id == "a" and img.path.endswith("a.png")
     assert torch.equal(img.pixels, _expected(arr))
+    Image.fromarray(arr).save(tmp_path / "000042.png")
+    assert load_image(tmp_path / "000042.png").id == 42  # a COCO-style file name is an integer id
 
 
 @pytest.mark.parametrize("fmt, ext", [("JPEG", "jpg"), ("WEBP", "webp")])
@@ -142,3 +144,10 @@ def test_to_image_accepts_arrays_pil_and_bytes():
 def test_to_image_rejects_bad_tensors(bad, match):
     with pytest.raises(ImageDecodeError, match=match):
         to_image(bad)
+
+
+def test_float_mode_pil_images_are_taken_as_0_to_1_like_float_tensors():
+    gray = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
+    assert torch.equal(to_image(Image.fromarray(gray, "F")).pixels, torch.from_numpy(gray).expand(3, -1, -1))
+    with pytest.raises(ImageDecodeError, match=r"\[0, 1\]"):  # Pillow's convert("F") keeps 0-255: not clipped white
+        to_image(Image.fromarray(_rgb(3, 4)).convert("F"))

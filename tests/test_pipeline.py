@@ -142,6 +142,60 @@ def test_pipeline_api_on_paths_pil_and_tensors_and_preprocess(tmp_path, predicto
     H, W = prep.size
     corner = prep.to_original(torch.tensor([[0.0, 0.0, W, H]]))
     assert torch.allclose(corner, torch.tensor([[0.0, 0.0, 70.0, 50.0]]))
+    assert torch.equal(prep.to_original(torch.tensor([[0, 0, W, H]])), corner)  # integer boxes: not truncated scales
+
+    # Images given as pixels are told apart by their place in a list; a digit file name is a COCO-style integer id.
+    Image.fromarray(arr).save(tmp_path / "000012.png")
+    ids = [r.image_id for r in pipe([Image.fromarray(arr), torch.rand(3, 30, 30), str(tmp_path / "000012.png")])]
+    assert ids == [0, 1, 12]
+
+
+def test_a_failed_call_leaves_no_costs_and_preprocess_never_returns_the_input(detector, predictor_path):
+    pipe = AdaptivePipeline(build_policies(
+        [{"kind": "adaptive", "predictor": str(predictor_path), "resampler": "bilinear"}], PolicyContext(detector))[0],
+        detector)
+    img = image(40, 60)
+    first = pipe(img)
+    real_detect = detector.detect
+    try:
+        detector.detect = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("out of memory"))
+        with pytest.raises(RuntimeError, match="out of memory"):
+            pipe(image(50, 70, seed=1))
+    finally:
+        detector.detect = real_detect
+    assert pipe(img).flops == first.flops  # the failed call's predictor and resample costs are not billed here
+
+    same_size = AdaptivePipeline(FixedPolicy(detector, 40, 200), detector)
+    pixels = torch.rand(3, 40, 60)
+    prep = same_size.preprocess(pixels)
+    assert prep.resampler == "none" and torch.equal(prep.pixels, pixels)
+    prep.pixels.sub_(0.5)  # the caller normalises in place
+    assert pixels.min() >= 0
+
+
+def test_stages_refuse_uint8_pixels_and_wrong_layouts(detector, predictor_path):
+    from scale_predictor import load_predictor
+
+    uint8 = torch.randint(0, 256, (3, 20, 30), dtype=torch.uint8)
+    model = sr.load_model("liif-nano")
+    with pytest.raises(TypeError, match="float pixels"):
+        detector.detect([uint8], [(20, 30)])
+    with pytest.raises(TypeError, match="float pixels"):
+        model.upscale(uint8[None], (40, 60))
+    with pytest.raises(TypeError, match="float pixels"):
+        load_predictor(str(predictor_path)).predict([uint8])
+    with pytest.raises(ValueError, match=r"expected a \[B, 3, H, W\] tensor"):
+        model.upscale(uint8.float(), (40, 60))
+    batch = torch.rand(2, 3, 20, 30)  # a [B, 3, H, W] batch is a sequence of images
+    assert [len(d) for d in detector.detect(batch, [(20, 30)] * 2)] == [len(d) for d in detector.detect(list(batch),
+                                                                                                      [(20, 30)] * 2)]
+    with pytest.raises(TypeError, match="float32 reference.*use upscale"):
+        sr.load_model("liif-nano", dtype=torch.bfloat16).upscale_plain(batch, (30, 45))
+
+
+def test_fixed_policy_on_an_image_far_longer_than_wide(detector):
+    result = FixedPolicy(detector, 64, 96)(image(1, 300))  # DETR's rule gives the short edge 0 here
+    assert result.size == (1, 96)
 
 
 def test_preprocess_refuses_a_cascade():

@@ -104,8 +104,10 @@ def check_outputs(args) -> tuple[list, list]:
 
     from PIL import Image
 
+    from ardet.images import file_image_id
+
     stems = [Path(p).stem for p in args.images]
-    image_ids = [int(s) if s.isdigit() else s for s in stems]  # equal stems give equal ids: one check covers both
+    image_ids = [file_image_id(p) for p in args.images]  # equal stems give equal ids: one check covers both
     if len(set(image_ids)) < len(image_ids):
         same = sorted({str(v) for v in image_ids if image_ids.count(v) > 1})
         raise ValueError(f"inputs share an image id ({', '.join(same)}): results and drawings are named by the file "
