@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -226,6 +227,8 @@ def evaluate_bbox(gt: dict, dets: list[dict], image_ids: list[int] | None = None
     unknown = sorted(set(ids) - {img["id"] for img in gt["images"]})
     if not ids or unknown:
         raise ValueError(f"image ids not in the ground truth: {unknown[:5]}" if unknown else "no images to evaluate")
+    if len(set(ids)) < len(ids):  # pycocotools would score each once and the count would say otherwise
+        raise ValueError(f"the image id list has duplicates: {[i for i, n in Counter(ids).items() if n > 1][:5]}")
     dets = check_detections(dets, gt, image_ids)
     with contextlib.redirect_stdout(io.StringIO()):  # both libraries print progress
         if backend == "pycocotools":

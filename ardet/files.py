@@ -106,11 +106,14 @@ def truncate_jsonl(path: str | os.PathLike, step: int) -> None:
 
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
-    """Records of a JSONL file; a torn last line (the process died mid-write) is skipped, a torn middle line is an error."""
+    """Records of a JSONL file; a torn last line (the process died mid-write) is skipped, a torn middle line is an error.
+    A last line without its newline is torn even when it parses: :class:`JsonlWriter` cuts it before appending, so
+    counting it as written would lose it."""
     path = Path(path)
     if not path.exists():
         return
-    lines = path.read_text(encoding="utf-8").splitlines()
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()[:None if text.endswith("\n") else -1]
     for i, line in enumerate(lines):
         if not line.strip():
             continue

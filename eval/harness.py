@@ -139,9 +139,9 @@ def finalize(out_dir: str | Path, names: list[str], dataset: CocoDataset, backen
         atomic_write_json(out / "detections" / f"{name}.json", detections)
         metrics = evaluate_bbox(dataset.gt, detections, list(dataset.image_ids), backend=backend)
         summaries.append({**summarize_policy(name, mine, metrics), "adaptive": adaptive.get(name, False)})
-    ids_sha256 = hashlib.sha256(json.dumps(list(dataset.image_ids)).encode()).hexdigest()
-    summary = {"dataset": {"annotations": str(dataset.annotations_path), "images": str(dataset.images_dir),
-                           "num_images": len(dataset), "image_ids_sha256": ids_sha256},
+    ids_sha256 = hashlib.sha256(json.dumps(sorted(dataset.image_ids)).encode()).hexdigest()  # the set, not the order
+    summary = {"dataset": {**dataset.fingerprint(), "images": str(dataset.images_dir), "num_images": len(dataset),
+                           "image_ids_sha256": ids_sha256},
                "backend": backend, "policies": summaries}
     atomic_write_json(out / "summary.json", summary)
     return summary

@@ -45,7 +45,10 @@ def load_rows(run_dirs: list[str | os.PathLike]) -> list[dict]:
         path = Path(run_dir) / "summary.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: is {run_dir} a finished 'ardet eval' run folder?")
-        summary = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: not valid JSON ({e}); re-run 'ardet eval --resume' on {run_dir}") from None
         for policy in summary["policies"]:
             rows.append({**policy, "run": str(run_dir), "dataset": summary["dataset"], "backend": summary["backend"],
                          "run_label": where.relative_to(common).as_posix() or where.name})
@@ -64,11 +67,13 @@ def load_rows(run_dirs: list[str | os.PathLike]) -> list[dict]:
 
 
 def _same_images(rows: list[dict]) -> list[list[dict]]:
-    """Rows grouped by the images they were evaluated on (the ids' hash; older summaries: file and count)."""
+    """Rows grouped by what they were evaluated on: the annotation file's contents and the set of image ids (older
+    summaries: the file's path, the ids in order or their count)."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         d = r["dataset"]
-        groups.setdefault((d["annotations"], d.get("image_ids_sha256", d["num_images"])), []).append(r)
+        ground_truth = d.get("annotations_sha256", d["annotations"])
+        groups.setdefault((ground_truth, d.get("image_ids_sha256", d["num_images"])), []).append(r)
     return list(groups.values())
 
 
@@ -96,7 +101,8 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
 def _markdown(rows: list[dict]) -> str:
     datasets = sorted({f"{r['dataset']['annotations']} ({r['dataset']['num_images']} images)" for r in rows})
     if len(_same_images(rows)) > 1:
-        datasets.append("the runs cover different image sets, so Pareto marks compare policies within each set only")
+        datasets.append("the runs cover different images or ground truth, so Pareto marks compare policies within "
+                        "each set only")
     head = ["policy", *TABLE_STATS, "GFLOPs/img", *(f"{s} GFLOPs" for s in STAGES), "img/s", "Pareto"]
     lines = ["# ardet evaluation report", "",
              f"Dataset: {'; '.join(datasets)}. COCOeval backend: {', '.join(sorted({r['backend'] for r in rows}))}.",

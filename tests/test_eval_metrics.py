@@ -145,6 +145,23 @@ def test_detections_outside_the_evaluated_subset_are_ignored_as_pycocotools_does
         evaluate_bbox(gt, dets, [])
     with pytest.raises(ValueError, match="not in the ground truth"):
         evaluate_bbox(gt, dets, [424242])
+    with pytest.raises(ValueError, match="duplicates"):  # pycocotools scores it once: num_images would be wrong
+        evaluate_bbox(gt, dets, subset + subset[:1])
+
+
+def test_coco_eval_warns_when_detections_miss_the_evaluated_images(tmp_path, caplog):
+    import json
+
+    from pipeline.cli import main
+
+    gt = make_gt(6, seed=7)
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    ids = [img["id"] for img in gt["images"]]
+    (tmp_path / "dets.json").write_text(json.dumps([d for d in make_dets(gt) if d["image_id"] in ids[3:]]))
+    (tmp_path / "ids.json").write_text(json.dumps(ids[:3]))  # detections exist, but none for these images
+    assert main(["coco-eval", "--gt", str(tmp_path / "gt.json"), "--dets", str(tmp_path / "dets.json"),
+                 "--image-ids", str(tmp_path / "ids.json")]) == 0
+    assert "cover 0 of the 3 evaluated images" in caplog.text
 
 
 @pytest.mark.parametrize("mutate, message", [

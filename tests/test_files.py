@@ -45,6 +45,12 @@ def test_jsonl_survives_a_torn_last_line_and_appends_cleanly(tmp_path):
     with JsonlWriter(path) as w:
         w.write({"id": 3})
     assert [r["id"] for r in read_jsonl(path)] == [1, 2, 3]
+    # Torn just before its newline: the record parses, but the next writer cuts it, so a reader must not count it.
+    with open(path, "a") as f:
+        f.write('{"id": 4}')
+    assert [r["id"] for r in read_jsonl(path)] == [1, 2, 3]
+    JsonlWriter(path).close()
+    assert [r["id"] for r in read_jsonl(path)] == [1, 2, 3]
 
 
 def test_jsonl_corrupt_middle_line_is_an_error(tmp_path):

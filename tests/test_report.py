@@ -37,7 +37,7 @@ def test_pareto_front_equals_brute_force(seed):
             assert on == (not dominated(i, costs, values))
 
 
-def fake_run(path, policies, adaptive=False, num_images=3):
+def fake_run(path, policies, adaptive=False, num_images=3, **dataset):
     """A run folder as `ardet eval` leaves it (summary.json only), with made-up numbers."""
     rows = []
     for name, ap, gflops in policies:
@@ -54,7 +54,7 @@ def fake_run(path, policies, adaptive=False, num_images=3):
                      "peak_memory_bytes": {"detector": 2 ** 30}})
     path.mkdir(parents=True)
     (path / "summary.json").write_text(json.dumps({"dataset": {"annotations": "gt.json", "images": "img",
-                                                               "num_images": num_images},
+                                                               "num_images": num_images, **dataset},
                                                    "backend": "pycocotools", "policies": rows}))
     return path
 
@@ -104,7 +104,22 @@ def test_pareto_marks_compare_runs_on_the_same_images_only(tmp_path):
     subset = fake_run(tmp_path / "subset", [("easy", 0.6, 20.0)], num_images=6)  # AP on 6 easy images
     rows = {r["label"]: r for r in load_rows([full, subset])}
     assert rows["dear"]["pareto_AP"] and rows["cheap"]["pareto_AP"] and rows["easy"]["pareto_AP"]
-    assert "different image sets" in write_report([full, subset], tmp_path / "o")["report.md"].read_text()
+    assert "different images" in write_report([full, subset], tmp_path / "o")["report.md"].read_text()
+    # Runs are compared by contents: the same file under another path is the same data, a file rewritten in place
+    # (new ground truth) is not.
+    same = {"image_ids_sha256": "ids"}
+    a = fake_run(tmp_path / "a", [("a", 0.2, 10.0)], annotations="gt.json", annotations_sha256="v1", **same)
+    b = fake_run(tmp_path / "b", [("b", 0.3, 20.0)], annotations="../x/gt.json", annotations_sha256="v1", **same)
+    c = fake_run(tmp_path / "c", [("c", 0.1, 30.0)], annotations="gt.json", annotations_sha256="v2", **same)
+    rows = {r["label"]: r for r in load_rows([a, b, c])}
+    assert rows["a"]["pareto_AP"] and rows["b"]["pareto_AP"] and rows["c"]["pareto_AP"]
+    rows = {r["label"]: r for r in load_rows([a, b, fake_run(tmp_path / "d", [("d", 0.25, 30.0)], **same,
+                                                              annotations="gt.json", annotations_sha256="v1")])}
+    assert not rows["d"]["pareto_AP"]  # dominated by b (same data, other path), not by a
+    (tmp_path / "torn").mkdir()
+    (tmp_path / "torn" / "summary.json").write_text('{"dataset": ')
+    with pytest.raises(ValueError, match="torn/summary.json: not valid JSON"):
+        load_rows([a, tmp_path / "torn"])
 
 
 def test_coco_eval_command_equals_pycocotools(tmp_path, capsys):

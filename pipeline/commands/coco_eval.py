@@ -39,7 +39,8 @@ def run(args) -> int:
         if unknown:
             raise ValueError(f"--image-ids: ids not in {args.gt}: {unknown[:5]}")
     metrics = evaluate_bbox(gt, dets, image_ids, backend=args.backend)
-    covered = len({d["image_id"] for d in dets})
+    evaluated = set(image_ids) if image_ids is not None else {img["id"] for img in gt["images"]}
+    covered = len({d["image_id"] for d in dets} & evaluated)
     if covered < metrics.num_images:
         logging.getLogger(__name__).warning("detections cover %d of the %d evaluated images; the others count as "
                                             "misses", covered, metrics.num_images)
