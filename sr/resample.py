@@ -87,4 +87,6 @@ class Resampler:
         return "liif" if self.model is not None and uses_model(in_size, size, self.min_factor) else self.interpolation
 
     def __call__(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        if self.method(x.shape[-2:], size) == "none":  # no work, and no cost charged for it
+            return x
         return resample(x, size, self.model, self.interpolation, self.min_factor)

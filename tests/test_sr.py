@@ -197,6 +197,9 @@ def test_resampler_renders_with_the_model_only_above_its_min_factor():
     assert liif.method((20, 30), (28, 42)) == "bilinear" and torch.equal(liif(x, (28, 42)), sr.resize(x, (28, 42)))
     assert liif.method((20, 30), (32, 30)) == "liif" and torch.equal(liif(x, (32, 30)), model.upscale(x, (32, 30)))
     assert liif.method((20, 30), (20, 30)) == "none" and sr.Resampler().method((20, 30), (10, 15)) == "bilinear"
+    from ardet.flops import count_flops
+    same, flops = count_flops(sr.Resampler(), x, (20, 30))  # "none" is no work: nothing to charge (the oracle
+    assert same is x and flops.flops == 0                     # table once paid a same-size resize evaluation skips)
     assert torch.equal(sr.Resampler("bicubic")(x, (10, 15)), sr.resize(x, (10, 15), "bicubic"))
     for args, message in ((("lanczos",), "must be one of"), (("liif",), "needs an SR model"),
                           (("bilinear", model), "needs an SR model"), (("liif", model, 0.5), "a number >= 1"),
