@@ -1,9 +1,12 @@
 """FLOPs of any callable, measured with torch's FlopCounterMode on the tensors it actually receives.
 
 FlopCounterMode counts matmuls and convolutions (2 FLOPs per multiply-add) but counts 0 for CPU
-scaled-dot-product attention, ``grid_sample`` and interpolation. We count those with the formulas below, so attention
-on CPU, LIIF's sampling and every resize are in the total. Whatever else ran and was not counted (element-wise ops, norms,
-softmax) is listed by name in :attr:`FlopCount.uncounted_ops`, never silently dropped.
+scaled-dot-product attention, ``grid_sample`` and interpolation. We count those with the formulas below (torch's own
+for attention; interpolation by its taps: 4 multiply-adds per output value bilinear, 16 bicubic, and when an
+antialiased resize shrinks, ceil(2s) or ceil(4s) per pass for a factor s), so attention on CPU, LIIF's sampling and
+every resize are in the total. Other arithmetic that ran and was not counted (element-wise math, norms, softmax) is
+listed by name in :attr:`FlopCount.uncounted_ops`; data movement and selection or comparison ops (``_NOT_LISTED``:
+views, copies, clamp, abs, max, where, sort, ...) are neither counted nor listed.
 """
 from __future__ import annotations
 
@@ -57,8 +60,8 @@ EXTRA_FORMULAS = {
     aten.grid_sampler_2d: _grid_sample_flops,
 }
 
-# Ops that move or create data without arithmetic: not worth listing as "uncounted".
-_DATA_MOVEMENT = {
+# Ops that move, create, select or compare data (at most one cheap operation per element): not listed as "uncounted".
+_NOT_LISTED = {
     "view", "_unsafe_view", "reshape", "permute", "expand", "t", "transpose", "clone", "copy_", "_to_copy", "cat",
     "stack", "slice", "select", "index", "index_select", "gather", "unsqueeze", "squeeze", "detach", "empty",
     "empty_like", "zeros", "zeros_like", "ones", "ones_like", "full", "full_like", "fill_", "zero_", "as_strided",
@@ -140,5 +143,5 @@ def count_flops(fn: Callable, *args: Any, **kwargs: Any) -> tuple[Any, FlopCount
     by_op = Counter({str(op.__name__): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()})
     by_op.update(recorder.extra)
     counted = {op.__name__ for op in counter.flop_registry} | {op.__name__ for op in EXTRA_FORMULAS}
-    uncounted = tuple(sorted(recorder.ops - counted - _DATA_MOVEMENT))
+    uncounted = tuple(sorted(recorder.ops - counted - _NOT_LISTED))
     return result, FlopCount(int(sum(by_op.values())), dict(by_op), uncounted)

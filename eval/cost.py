@@ -7,8 +7,10 @@ For each stage call, :meth:`CostMeter.measure`
   and the record says ``"shape-cache"`` instead of ``"counted"``;
 - times the un-instrumented call with ``time.perf_counter`` (device synchronised); the counted call of a new
   signature runs first, so every timed call is a warm one;
-- records peak memory: ``torch.cuda.max_memory_allocated`` over the call on CUDA, the process's peak resident set
-  size (``ru_maxrss``, a high-water mark of the whole process) on CPU.
+- records peak memory over the call: ``torch.cuda.max_memory_allocated`` on CUDA; on the CPU the process's peak
+  resident set size during the call (Linux: VmHWM, reset to the current size just before it), or where that reset is
+  unavailable the process's high-water mark since it started (``ru_maxrss``), which earlier stages and images raise.
+  Both include what was resident before the call (model weights, the input).
 """
 from __future__ import annotations
 
@@ -60,6 +62,8 @@ class CostMeter:
         if cuda:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            _reset_cpu_peak()
         start = time.perf_counter()
         result = fn(*args, **kwargs)
         if cuda:
@@ -69,8 +73,7 @@ class CostMeter:
         self._uncounted.update(count.uncounted_ops)
         if counted or stage not in self._source:
             self._source[stage] = "counted" if counted else "shape-cache"
-        memory = (torch.cuda.max_memory_allocated(self.device) if cuda
-                  else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # Linux reports KiB
+        memory = torch.cuda.max_memory_allocated(self.device) if cuda else _cpu_peak_bytes()
         self._memory[stage] = max(self._memory.get(stage, 0), int(memory))
         return result
 
@@ -85,6 +88,23 @@ class CostMeter:
                "uncounted_ops": tuple(sorted(self._uncounted))}
         self.reset()
         return out
+
+
+def _reset_cpu_peak() -> None:
+    """Linux: set the process's peak RSS (VmHWM) to its current RSS, so the next reading is this call's peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:  # not Linux, or not allowed: _cpu_peak_bytes falls back to the whole run's high-water mark
+        pass
+
+
+def _cpu_peak_bytes() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))  # KiB
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux units (KiB); bytes on macOS
 
 
 def _signature(value: Any) -> Any:

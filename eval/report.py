@@ -116,10 +116,12 @@ def _markdown(rows: list[dict]) -> str:
             *(f"{g.get(s, 0.0):.2f}" for s in STAGES), _fmt(r["images_per_s"], ".2f"), front]) + " |")
     lines += ["", "AP columns are COCOeval bbox stats (pycocotools' definitions; `-` where there is no ground truth "
               "in that size range). GFLOPs are per image (2 FLOPs per multiply-add; MACs are half), measured with "
-              "torch's FlopCounterMode on the tensors each stage received, mean over images. img/s is 1 / the mean "
+              "torch's FlopCounterMode on the tensors each stage received (interpolation, which it counts as 0, by "
+              "its taps: ardet/flops.py), mean over images. img/s is 1 / the mean "
               "of the summed stage wall times (model calls only, warm, no image decoding). Pareto marks the "
               "policies that no other policy beats on both GFLOPs and that metric. Peak memory: "
-              "`torch.cuda.max_memory_allocated` on CUDA, the process's peak resident set size on CPU.", ""]
+              "`torch.cuda.max_memory_allocated` on CUDA, the process's peak resident set size during the call on CPU "
+              "(Linux; elsewhere since the process started); both include the resident model weights.", ""]
     for r in rows:
         lines += [f"## {r['label']}", "", f"Run `{r['run']}`, {r['num_images']} images, "
                   f"{r['num_detections']} detections.", "",

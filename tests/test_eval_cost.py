@@ -1,5 +1,8 @@
 """eval.CostMeter: FLOPs from the counter on the real arguments (checked against analytic conv formulas), counted once
 per input signature, timed on the un-instrumented call."""
+import os
+
+import pytest
 import torch
 
 from eval import STAGES, CostMeter
@@ -69,6 +72,19 @@ def test_peak_memory_is_recorded_per_stage():
     costs = meter.take()
     assert costs["peak_memory_bytes"]["resample"] > 0
     assert costs["flops"]["resample"] == 2 * 4 * 3 * 16 * 16  # bilinear: 4 taps per output element
+
+
+@pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="needs Linux's resettable peak RSS")
+def test_cpu_peak_memory_is_the_calls_own_not_the_runs_high_water_mark():
+    def touch_400_mib():
+        return torch.ones(100 * 2 ** 20).sum()  # 400 MiB of float32, written, then freed
+
+    meter = CostMeter()
+    meter.measure("detector", touch_400_mib)
+    big = meter.take()["peak_memory_bytes"]["detector"]
+    meter.measure("detector", torch.add, torch.ones(3), 1)
+    small = meter.take()["peak_memory_bytes"]["detector"]
+    assert big - small > 300 * 2 ** 20, (big, small)  # ru_maxrss would report the big call's peak again
 
 
 def test_counts_inside_inference_mode_too():
