@@ -146,6 +146,8 @@ class AdaptivePolicy(SinglePassPolicy):
         super().__init__(detector, resampler)
         if knob is not None and not 0 <= knob <= 1:
             raise ValueError(f"adaptive policy: knob must be in [0, 1], got {knob}")
+        if knob is not None and not predictor.use_knob:
+            raise ValueError("adaptive policy: this predictor was trained without a knob; leave knob unset")
         self.predictor, self.knob = predictor.eval(), knob
         self.name = name or f"adaptive-{self.resampler.mode}" + ("" if knob is None else f"-knob{knob:g}") + (
             _min_factor_tag(self.resampler))

@@ -51,8 +51,10 @@ def target_size(native_size: tuple[int, int], short_side: float, *, multiple: in
         raise ValueError(f"short side must be finite, got {short_side}")
     s = max(multiple, multiple * round(short_side / multiple))
     if int(s * long / short) > max_long:
-        fitting = int(max_long * short / long)  # the largest short side whose long side fits
-        while fitting > 1 and int(fitting * long / short) > max_long:  # float truncation can overshoot by one
+        # The largest short side whose long side int(S * long / short) fits: int() truncates, so S may pass
+        # max_long * short / long by up to short / long; start just above that and step down.
+        fitting = int((max_long + 1) * short / long)
+        while fitting > 1 and int(fitting * long / short) > max_long:
             fitting -= 1
         s = fitting // multiple * multiple if fitting >= multiple else max(1, fitting)
     length = min(max_long, max(1, int(s * long / short)))
@@ -167,6 +169,8 @@ class ScalePredictor(nn.Module):
             raise ValueError(f"native sizes must be >= 1 pixel, got {native_sizes}")
         if knob is not None and not 0.0 <= knob <= 1.0:
             raise ValueError(f"knob must lie in [0, 1], got {knob}")
+        if knob is not None and not self.use_knob:  # ignoring it would label identical runs as a trade-off curve
+            raise ValueError("this predictor was trained without a knob; pass knob=None")
         device = self.mean.device
         knobs = None if knob is None else torch.full((len(thumbs),), float(knob), device=device)
         was_training = self.training

@@ -10,6 +10,7 @@ run continues exactly as an uninterrupted one would.
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import logging
 import math
@@ -79,6 +80,7 @@ class OracleSection:
     def __post_init__(self):
         if not self.short_sides or min(self.short_sides) < 1:
             raise ValueError(f"short_sides must be a non-empty list of positive sizes, got {self.short_sides}")
+        self.short_sides = sorted(set(self.short_sides))  # labels break cost ties to the first: the smaller size
         check_numbers(self, "oracle", positive=("temperature",), non_negative=("lam", "lambda_max"))
 
 
@@ -142,7 +144,7 @@ def train(cfg: TrainScaleConfig, *, run: RunFn | None = None, progress: bool = T
     loader = torch.utils.data.DataLoader(data, batch_sampler=_Batches(cfg, usable, start), collate_fn=collate,
                                          num_workers=cfg.data.num_workers)
     model.train()
-    truncate_jsonl(out / "metrics.jsonl", start)
+    truncate_jsonl(out / "metrics.jsonl", start - 1)  # logged steps count from 0: step start - 1 is the last done
     with JsonlWriter(out / "metrics.jsonl") as metrics, \
             tqdm(total=cfg.optim.steps, initial=start, desc=f"train-scale ({cfg.mode})", disable=not progress) as bar:
         for step, batch in enumerate(loader, start):
@@ -210,40 +212,51 @@ def _oracle_loss(cfg: OracleSection, model: ScalePredictor, batch: dict, knob: t
     if cfg.target == "argmin":
         target_u = bin_u[torch.arange(len(u)), torch.from_numpy(sub.labels(lam))]
     else:
-        target_u = (torch.from_numpy(sub.soft_targets(lam, cfg.temperature)).float() * bin_u).sum(-1)
+        target_u = (torch.from_numpy(sub.soft_targets(lam, cfg.temperature)).to(bin_u) * bin_u).sum(-1)
     loss = oracle_loss(u, target_u)
     return loss, {"u_mean": u.mean().item(), "target_u_mean": target_u.mean().item()}
 
 
 def _oracle_table(cfg: TrainScaleConfig, model: ScalePredictor, data: CocoScaleData, usable: list[int],
                   run: RunFn | None, progress: bool) -> OracleTable:
+    import detector
+    import sr
+
     o = cfg.oracle
     cache = Path(o.cache) if o.cache else Path(cfg.out_dir) / "oracle_table.jsonl"
     items = [(data.images[i]["id"], data.native_size(i), functools.partial(data.load, i)) for i in usable]
 
+    # Entries are keyed by image id, which every COCO file numbers from 1: the annotation file's contents name the
+    # images. The detector and SR model are named by their weights (a retrained file under the same name is another
+    # model, the same one under another path is not); without a detector (reading a complete table) the table's own
+    # is taken as it is, and a custom ``run`` by the name in oracle.detector.
+    meta = {"annotations_sha256": sha256(cfg.data.annotations), "resampler": o.resampler,
+            "sr_model": o.sr_model and sha256(sr.weights_file(o.sr_model))}
+    det = None
+    if run is None and o.detector is not None:
+        det = detector.load_detector(o.detector, device=resolve_device(o.device, "oracle.device"),
+                                     categories=data.categories)
+        meta["detector_sha256"] = _weights_sha256(det.model)
+    elif o.detector is not None:
+        meta["detector"] = o.detector
+
     def make_run() -> RunFn:  # called only when the cache lacks entries
-        if o.detector is None:
+        if det is None:
             raise ValueError(f"oracle mode: {cache} lacks entries for these images and sizes; set oracle.detector "
                              f"(a detector.load_detector spec) to compute them, or oracle.cache to a complete table")
-        return detector_run(o, data)
+        return detector_run(o, data, det)
 
-    # Entries are keyed by image id, which every COCO file numbers from 1: the annotation file's contents name the
-    # images. Without a detector (reading a complete table) the table's own detector is taken as it is.
-    meta = {"annotations_sha256": sha256(cfg.data.annotations),
-            "resampler": o.resampler, "sr_model": o.sr_model, **({"detector": o.detector} if o.detector else {})}
     return build_oracle_table(items, o.short_sides, run, cache, make_run=make_run, multiple=model.multiple,
                               max_long=model.max_long, meta=meta, progress=progress)
 
 
-def detector_run(cfg: OracleSection, data: CocoScaleData) -> RunFn:
-    """run(LoadedImage, (H, W)) -> (per-image AP, GFLOPs of resampling + detection), with the configured
-    detector and resampler (``sr.Resampler``: LIIF where it enlarges, antialiased interpolation otherwise)."""
-    import detector
+def detector_run(cfg: OracleSection, data: CocoScaleData, det) -> RunFn:
+    """run(LoadedImage, (H, W)) -> (per-image AP, GFLOPs of resampling + detection), with the detector ``det`` and
+    the configured resampler (``sr.Resampler``: LIIF where it enlarges, antialiased interpolation otherwise)."""
     import sr
     from ardet.flops import count_flops
 
-    device = resolve_device(cfg.device, "oracle.device")
-    det = detector.load_detector(cfg.detector, device=device, categories=data.categories)
+    device = det.device
     resampler = sr.Resampler(cfg.resampler, sr.load_model(cfg.sr_model, device=device) if cfg.sr_model else None)
     info = {im["id"]: im for im in data.images}
 
@@ -259,6 +272,15 @@ def detector_run(cfg: OracleSection, data: CocoScaleData) -> RunFn:
         return float(quality), flops.gflops
 
     return run
+
+
+def _weights_sha256(model: torch.nn.Module) -> str:
+    """A model's identity for caches of its results: the sha256 of its parameter and buffer bytes, in order."""
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 # -- schedule, sampling, checkpoints --------------------------------------------------------------------------------

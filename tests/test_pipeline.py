@@ -211,10 +211,10 @@ def test_detect_command_runs_the_chosen_policy(tmp_path, predictor_path):
     arr = np.random.default_rng(2).integers(0, 256, (40, 56, 3), dtype=np.uint8)
     Image.fromarray(arr).save(tmp_path / "5.png")
     entries = {"cascade": {"low": 32, "high": 64, "threshold": 0.0},
-               "adaptive": {"predictor": str(predictor_path), "knob": 0.5, "resampler": "bilinear"},
+               "adaptive": {"predictor": str(predictor_path), "resampler": "bilinear"},
                "fixed": {"short": 64, "resampler": "liif", "sr_model": "liif-nano", "sr_min_factor": 1.5}}
     for policy, extra in (("cascade", ["--low", "32", "--high", "64", "--uncertainty", "0"]),
-                          ("adaptive", ["--predictor", str(predictor_path), "--knob", "0.5"]),
+                          ("adaptive", ["--predictor", str(predictor_path)]),
                           ("fixed", ["--size", "64", "--resampler", "liif", "--sr-model", "liif-nano",
                                      "--sr-min-factor", "1.5"])):
         out = tmp_path / f"{policy}.json"

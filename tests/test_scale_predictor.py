@@ -1,6 +1,7 @@
 """Scale predictor model and API: output convention, robustness, FLOP budget, self-describing checkpoints."""
 import json
 import math
+import random
 
 import pytest
 import torch
@@ -38,9 +39,25 @@ def test_registry_lists_and_builds_every_name():
     ((100, 1000), 512, 32, 2048, (192, 1920)),  # long side 5120 > 2048: largest multiple with long <= 2048 is 192
     ((3, 4000), 512, 32, 2048, (1, 1333)),      # even 32 cannot fit: the largest S >= 1 that does
     ((1, 1), 5, 8, 64, (8, 8)),                 # at least one multiple
+    ((2413, 3725), 1400, 32, 1333, (864, 1333)),  # int(864 * 3725 / 2413) = 1333 fits, though 864 > 1333 * short/long
 ])
 def test_target_size_hand_computed(native, short, multiple, max_long, expected):
     assert target_size(native, short, multiple=multiple, max_long=max_long) == expected
+
+
+def test_capped_target_size_is_the_largest_multiple_that_fits():
+    rng = random.Random(0)
+    for _ in range(2000):
+        h, w, multiple = rng.randint(1, 4000), rng.randint(1, 4000), rng.choice([1, 8, 32])
+        max_long = rng.randint(64, 2048)
+        short, long = min(h, w), max(h, w)
+        fits = [s for s in range(1, max_long + 1) if int(s * long / short) <= max_long]  # brute force
+        if not fits:  # too elongated for even 1 px: covered by the hand-computed cases
+            continue
+        best = max([s for s in fits if s % multiple == 0] or fits)
+        requested = max(multiple, multiple * round(4096 / multiple))  # more than can ever fit
+        if int(requested * long / short) > max_long:
+            assert min(target_size((h, w), 4096, multiple=multiple, max_long=max_long)) == best, (h, w, multiple)
 
 
 def test_fresh_model_predicts_the_middle_of_the_log_range(model):
@@ -113,6 +130,8 @@ def test_knob_conditioning():
     assert m.predict([torch.rand(3, 40, 50)], knob=1.0)[0].knob == 1.0
     with pytest.raises(ValueError, match="knob"):
         m.predict([torch.rand(3, 40, 50)], knob=1.5)
+    with pytest.raises(ValueError, match="without a knob"):  # not silently ignored
+        create_predictor("mobilenetv3-small-050", thumb=32).predict([torch.rand(3, 40, 50)], knob=0.0)
     torch.nn.init.normal_(m.head[-1].weight)
     thumbs, native = torch.rand(1, 3, 32, 32).expand(2, -1, -1, -1), torch.tensor([[100.0, 100.0]] * 2)
     a, b = (m(thumbs, native, torch.tensor(k)) for k in ([0.0, 1.0], [1.0, 0.0]))

@@ -102,6 +102,8 @@ def test_oracle_table_labels_by_hand():
     t = _table()
     assert t.costs(0.0) == pytest.approx(np.array([[0.8, 0.4, 0.3], [0.2, 0.2, 0.2]]))
     assert t.labels(0.0).tolist() == [2, 0]  # ties go to the smaller size
+    from scale_predictor.train import OracleSection
+    assert OracleSection(short_sides=[288, 96, 160, 96]).short_sides == [96, 160, 288]  # so whatever order is given
     # lam = 0.005: image 0 costs 0.85, 0.6, 1.1 -> 400; image 1: 0.25, 0.4, 1.0 -> 200
     assert t.labels(0.005).tolist() == [1, 0]
     assert t.labels(np.array([0.0, 0.005])).tolist() == [2, 0]  # one lambda per image

@@ -132,18 +132,18 @@ def test_oracle_training_and_cheap_retraining_from_the_cache(synth, tmp_path):
         trained = oracle_loss(model(thumbs, native), target).item()
     assert trained < 0.8 * oracle_loss(torch.full_like(target, 0.5), target).item()
 
-    # Retraining on the cached table (soft targets, through the CLI) runs no detector at all.
+    # Retraining on the cached table (soft targets, through the CLI, no detector named) runs no detector at all.
     out = tmp_path / "soft"
     assert main(["train-scale", "--config", str(CONFIGS / "oracle.yaml"), "--no-progress",
                  *[f"--set={o}" for o in ORACLE + ["optim.steps=40", "oracle.target=soft", f"oracle.cache={cache}",
+                                                   "oracle.detector=null",
                                                    f"out_dir={out}", f"data.annotations={synth['annotations']}",
                                                    f"data.images={synth['images']}", "data.max_images=null",
                                                    "oracle.lam=0.002"]]]) == 0
     sizes = _predicted_short_sides(load_predictor(out / "predictor.safetensors"), synth)
     assert sizes["small"] > 1.5 * sizes["large"], sizes
     assert len(calls) == n_images * len(ORACLE_SIZES)
-    # With no detector named (oracle.yaml's own default) the complete table is read as it is; a table made for other
-    # annotations (image ids restart at 1 in every COCO file) is refused, not mixed in.
+    # A table made for other annotations (image ids restart at 1 in every COCO file) is refused, not mixed in.
     reuse = ["optim.steps=2", "oracle.target=soft", f"oracle.cache={cache}", "oracle.detector=null"]
     train(_config(synth, tmp_path / "nodet", [*ORACLE, *reuse]), progress=False)
     other = dict(synth["coco"], annotations=synth["coco"]["annotations"][:-1])
@@ -168,9 +168,13 @@ def test_resume_continues_exactly(synth, tmp_path):
     steps = ELASTIC + ["checkpoint_every=3", "data.native_jitter=[0.7, 1.4]"]
     straight = train(_config(synth, tmp_path / "a", steps + ["optim.steps=6"]), progress=False)
     train(_config(synth, tmp_path / "b", steps + ["optim.steps=3"]), progress=False)
+    with open(tmp_path / "b" / "metrics.jsonl", "a") as log:  # killed after logging steps past the checkpoint
+        log.write('{"step": 3, "loss": 0.0}\n{"step": 4, "loss": 0.0}\n')
     resumed = train(_config(synth, tmp_path / "b", steps + ["optim.steps=6"]), progress=False)
     a, b = load_predictor(straight).state_dict(), load_predictor(resumed).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    logged = [json.loads(line) for line in open(tmp_path / "b" / "metrics.jsonl")]
+    assert [r["step"] for r in logged] == list(range(6)) and all(r["loss"] > 0 for r in logged)  # each step once
     with pytest.raises(ValueError, match="different config"):
         train(_config(synth, tmp_path / "b", steps + ["optim.steps=9", "optim.lr=0.01"]), progress=False)
 
@@ -217,7 +221,7 @@ def test_cli_elastic_config_runs_and_reports_user_errors(synth, tmp_path, capsys
     assert "category_id" in capsys.readouterr().err
 
 
-def test_oracle_mode_with_a_real_detector(synth, tmp_path):
+def test_oracle_mode_with_a_real_detector(synth, tmp_path, capsys):
     """The wiring of ``ardet train-scale`` oracle mode: detector.load_detector + sr.resample + per-image AP."""
     spec = Path(__file__).parents[1] / "configs" / "detector" / "tiny-conditional-detr.yaml"
     if not spec.is_file():
@@ -229,9 +233,18 @@ def test_oracle_mode_with_a_real_detector(synth, tmp_path):
     assert main(["train-scale", "--config", str(CONFIGS / "oracle.yaml"), "--no-progress",
                  *[f"--set={s}" for s in sets]]) == 0
     records = [json.loads(line) for line in open(out / "oracle_table.jsonl")]
-    assert records[0]["meta"]["detector"] == str(spec) and len(records) == 1 + 3 * 2
+    assert len(records[0]["meta"]["detector_sha256"]) == 64 and len(records) == 1 + 3 * 2
     for small, large in zip(records[1::2], records[2::2]):
         assert (small["short_side"], large["short_side"]) == (96, 192) and small["size"] == [96, 96]
         assert 0.0 <= small["quality"] <= 1.0 and 0.0 <= large["quality"] <= 1.0
         assert 0 < small["gflops"] < large["gflops"]  # measured FLOPs of resampling + detection grow with the size
     assert load_predictor(out).predict([torch.rand(3, 50, 60)])[0].short_side >= 96
+    # The cache names the detector by its weights: the same (seeded) init elsewhere reuses it without running it,
+    # another init (seed 1) is refused rather than mixed in.
+    reuse = [f"oracle.cache={out / 'oracle_table.jsonl'}", "optim.steps=1"]
+    assert main(["train-scale", "--config", str(CONFIGS / "oracle.yaml"), "--no-progress",
+                 *[f"--set={s}" for s in sets + reuse + [f"out_dir={tmp_path / 'again'}"]]]) == 0
+    assert len(list(open(out / "oracle_table.jsonl"))) == 1 + 3 * 2
+    assert main(["train-scale", "--config", str(CONFIGS / "oracle.yaml"), "--no-progress",
+                 *[f"--set={s}" for s in sets + reuse + [f"out_dir={tmp_path / 'other'}", "seed=1"]]]) == 2
+    assert "made with other detector_sha256" in capsys.readouterr().err
