@@ -5,13 +5,15 @@ Policies, chosen to match how COCO annotations and DETR treat pixels:
   ``"apply"`` rotates/flips as the EXIF tag says (the size reported is then the rotated size).
 - Transparency (RGBA, LA, palette with transparency): ``"white"`` (default) composites on white, as a viewer shows it;
   ``"drop"`` discards alpha and keeps the stored colour.
-- 16-bit and 32-bit integer images are scaled by their full range (65535), never clipped to 8 bits.
+- 16-bit and 32-bit integer (grayscale) images are scaled by their full range (65535), never clipped to 8 bits.
+  16-bit colour PNGs come through Pillow at 8 bits per channel (it has no 16-bit RGB mode), with a warning.
 - CMYK, palette, grayscale, YCbCr: converted by Pillow's colour conversion.
 """
 from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import warnings
 from dataclasses import dataclass
@@ -70,6 +72,8 @@ def check_pixels(x: torch.Tensor, ndim: int, where: str) -> None:
     if not isinstance(x, torch.Tensor) or x.ndim != ndim or x.shape[-3] != 3:
         got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"{where}: expected a {shape} tensor, got {got}")
+    if x.shape[-1] == 0 or x.shape[-2] == 0:
+        raise ValueError(f"{where}: the image has no pixels ({tuple(x.shape)})")
     if not x.is_floating_point():
         raise TypeError(f"{where}: expected float pixels in [0, 1], got {x.dtype} (ardet.to_image converts uint8)")
 
@@ -109,6 +113,9 @@ def _decode(data: bytes, name: str, *, exif: ExifPolicy, alpha: AlphaPolicy, max
         raise ValueError(f"exif policy must be 'ignore' or 'apply', got {exif!r}")
     if not data:
         raise ImageDecodeError(f"{name}: empty file (0 bytes), not an image")
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[24:26] in (b"\x10\x02", b"\x10\x04", b"\x10\x06"):  # IHDR
+        logging.getLogger(__name__).warning("%s: 16-bit colour PNG, decoded at 8 bits per channel (Pillow's limit)",
+                                            name)
     with _decode_errors(name), warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own max_pixels check decides
         with Image.open(io.BytesIO(data)) as im:

@@ -89,8 +89,32 @@ def load_checkpoint(path: str | Path) -> LIIF:
             raise ValueError(f"{path}: not a readable safetensors file (truncated or corrupt?): {e}") from e
         if meta.get("name") != "liif" or "args" not in meta:
             raise ValueError(f"{path}: metadata must hold name='liif' and args, found {sorted(meta)}")
-        return _with_state(make({"name": "liif", "args": json.loads(meta["args"])}), sd, path)
+        try:
+            args = json.loads(meta["args"])
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: metadata args are not valid JSON: {e}") from None
+        return _with_state(_build(args, path), sd, path)
     return from_official(load_torch_checkpoint(path, "cpu"), path)
+
+
+# The reference's switches, which this LIIF always has on; lr_skip is the project's own (sr.liif.LIIF).
+_ALWAYS_ON = ("local_ensemble", "feat_unfold", "cell_decode")
+
+
+def _build(args, source) -> LIIF:
+    """A LIIF from a checkpoint's args, every key checked: one dropped (lr_skip) would give other outputs from the
+    same weights, and a bad one is an error naming the file rather than a TypeError from deep inside."""
+    if not isinstance(args, dict) or not {"encoder_spec", "imnet_spec"} <= args.keys():
+        raise ValueError(f"{source}: LIIF args must be a mapping with encoder_spec and imnet_spec, got {args!r:.200}")
+    off = [k for k in _ALWAYS_ON if args.get(k, True) is not True]
+    unknown = sorted(set(args) - {"encoder_spec", "imnet_spec", "lr_skip", *_ALWAYS_ON})
+    if off or unknown:
+        raise ValueError(f"{source}: unsupported LIIF args {off + unknown} (this LIIF always has "
+                         f"{', '.join(_ALWAYS_ON)} on and knows lr_skip)")
+    try:
+        return make({"name": "liif", "args": {k: v for k, v in args.items() if k not in _ALWAYS_ON}})
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{source}: cannot build its LIIF from args {args!r:.300}: {e}") from None
 
 
 def from_official(ckpt, source="checkpoint") -> LIIF:
@@ -98,8 +122,7 @@ def from_official(ckpt, source="checkpoint") -> LIIF:
     shifts, which are dropped; everything else must match in name and shape."""
     try:
         spec = ckpt["model"]
-        name, sd = spec["name"], spec["sd"]
-        args = {k: spec["args"][k] for k in ("encoder_spec", "imnet_spec")}
+        name, sd, args = spec["name"], spec["sd"], spec["args"]
     except (KeyError, TypeError, IndexError):
         found = sorted(map(str, ckpt)) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"{source}: not a LIIF checkpoint: expected "
@@ -109,7 +132,7 @@ def from_official(ckpt, source="checkpoint") -> LIIF:
         raise ValueError(f"{source}: model name {name!r}, expected 'liif' (LIIF with feature unfold, local ensemble, "
                          "cell decoding)")
     sd = {k: v for k, v in sd.items() if not k.startswith(_UNUSED_OFFICIAL)}
-    return _with_state(make({"name": "liif", "args": args}), sd, source)
+    return _with_state(_build(args, source), sd, source)
 
 
 def _with_state(model: LIIF, sd: dict, source) -> LIIF:

@@ -184,6 +184,8 @@ class LIIF(nn.Module):
         if tile is not None and tile < 1:
             raise ValueError(f"tile must be a positive number of LR pixels (or None: one tile), got {tile}")
         p = next(self.parameters())
+        if b == 0:
+            return torch.empty(0, 3, H, W, device=p.device)
         chunk = chunk or (2048 if p.device.type == "cpu" else 65536)
         x = ((img.to(p.device, torch.float32) - 0.5) / 0.5).to(p.dtype).contiguous(memory_format=torch.channels_last)
         (iy, ry), (ix, rx) = (tuple(t.to(p.device) for t in axis_geometry(n, N)) for n, N in ((h, H), (w, W)))

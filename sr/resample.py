@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ardet.images import DEFAULT_MAX_PIXELS
+from ardet.images import DEFAULT_MAX_PIXELS, check_pixels
 
 
 # The largest output rendered: the largest image ardet.images reads (Pillow's decompression-bomb limit), so a wild
@@ -31,6 +31,7 @@ def resize(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> to
     [0, 1] (its overshoot would leave the image range)."""
     if mode not in ("bilinear", "bicubic"):
         raise ValueError(f"resize mode must be 'bilinear' or 'bicubic', got {mode!r}")
+    check_pixels(x, 4, "sr.resize")
     size = check_size(size)
     shrinks = size[0] < x.shape[-2] or size[1] < x.shape[-1]
     y = F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=shrinks)
@@ -44,12 +45,16 @@ def uses_model(in_size: tuple[int, int], size: tuple[int, int], min_factor: floa
 
 
 def resample(x: torch.Tensor, size: tuple[int, int], model=None, mode: str = "bilinear",
-             min_factor: float = 1.0) -> torch.Tensor:
+             min_factor: float = 1.0, tile: int | None = 512) -> torch.Tensor:
     """LIIF ``model`` where a model is given and :func:`uses_model` (by default: the image grows on an axis);
-    otherwise :func:`resize`. Factors <= 1 are always antialiased interpolation; ``min_factor`` > 1 keeps the model,
-    which costs per output pixel 100-10,000x what interpolation does, for the enlargements where it matters most."""
+    otherwise :func:`resize`. Factors <= 1 are always antialiased interpolation, also on the one axis that shrinks
+    while the other grows (the model renders it at its input length first); ``min_factor`` > 1 keeps the model,
+    which costs per output pixel 100-10,000x what interpolation does, for the enlargements where it matters most.
+    ``tile``: :meth:`LIIF.upscale`'s encoder tile."""
     if model is not None and uses_model(x.shape[-2:], size, min_factor):
-        return model.upscale(x, size)
+        grown = (max(size[0], x.shape[-2]), max(size[1], x.shape[-1]))
+        y = model.upscale(x, grown, tile=tile)
+        return y if grown == tuple(size) else resize(y, size, mode)
     return resize(x, size, mode)
 
 

@@ -1,5 +1,7 @@
 """The image loader against files built here with Pillow, each decoded independently for the expected pixels."""
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -82,6 +84,20 @@ def test_16bit_png_is_scaled_not_clipped(tmp_path):
     px = load_image(tmp_path / "d.png").pixels
     assert torch.allclose(px[0, 0], torch.tensor(values[0] / 65535.0, dtype=torch.float32), atol=1e-7)
     assert 0.49 < px[0, 0, 2] < 0.51  # an 8-bit clip would give 1.0
+
+
+def test_16bit_colour_png_says_it_comes_at_8_bits(tmp_path, caplog):
+    rgb = np.array([[[200, 40000, 65535]]], dtype=">u2")  # Pillow cannot write 16-bit colour: a PNG by hand
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 16, 2, 0, 0, 0))  # 1x1, bit depth 16, colour type RGB
+    (tmp_path / "c16.png").write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(b"\x00" + rgb.tobytes()))
+                                      + chunk(b"IEND", b""))
+    px = load_image(tmp_path / "c16.png").pixels[:, 0, 0]
+    assert "16-bit colour PNG, decoded at 8 bits" in caplog.text
+    assert px.tolist() == pytest.approx([0.0, 156 / 255, 1.0])  # Pillow keeps each value's high byte
 
 
 def test_exif_orientation_ignored_by_default_applied_on_request(tmp_path):

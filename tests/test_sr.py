@@ -120,6 +120,15 @@ def test_official_format_round_trip_and_errors(tmp_path):
     del ckpt["model"]["sd"]["encoder.head.0.bias"]
     with pytest.raises(ValueError, match=r"missing: encoder\.head\.0\.bias.*shape: imnet\.layers\.0\.weight"):
         from_official(ckpt)
+    # Every arg counts: lr_skip changes the output of the same weights, and an unknown switch is refused.
+    nano = sr.load_model("liif-nano")
+    torch.save(official_format(nano), tmp_path / "nano.pth")
+    assert sr.load_model(str(tmp_path / "nano.pth")).lr_skip
+    for extra in ({"feat_unfold": False}, {"bogus": 1}):
+        ckpt = official_format(random_model())
+        ckpt["model"]["args"].update(extra)
+        with pytest.raises(ValueError, match=f"unsupported LIIF args.*{next(iter(extra))}"):
+            from_official(ckpt, "x.pth")
 
 
 def test_safetensors_checkpoint_is_self_describing(tmp_path):
@@ -132,6 +141,13 @@ def test_safetensors_checkpoint_is_self_describing(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
     with pytest.raises(ValueError, match="truncated or corrupt"):
         sr.load_model(str(tmp_path / "bad.safetensors"))
+    from safetensors.torch import save_file
+    for args, message in (("{oops", "not valid JSON"), ('{"encoder_spec": {}}', "must be a mapping with"),
+                          ('{"encoder_spec": {"name": "edsr-baseline", "args": {"n_feats": "x"}}, "imnet_spec": {}}',
+                           "m2.safetensors: cannot build")):
+        save_file(model.state_dict(), tmp_path / "m2.safetensors", metadata={"name": "liif", "args": args})
+        with pytest.raises(ValueError, match=message):
+            sr.load_model(str(tmp_path / "m2.safetensors"))
 
 
 def test_registry():
@@ -187,6 +203,19 @@ def test_resize_matches_pil_and_resample_dispatch():
         sr.resize(x, (10, 10), "lanczos")
     with pytest.raises(ValueError):
         model.upscale(x, (0, 10))
+    with pytest.raises(TypeError, match="float pixels"):  # bicubic would clamp uint8 to an all-1 image
+        sr.resize((x * 255).byte(), (10, 10), "bicubic")
+    with pytest.raises(ValueError, match="no pixels"):
+        model.upscale(torch.rand(1, 3, 0, 5), (4, 4))
+    assert model.upscale(torch.rand(0, 3, 5, 5), (9, 8)).shape == (0, 3, 9, 8)
+
+
+def test_an_axis_that_shrinks_is_antialiased_while_the_other_grows():
+    stripes = torch.zeros(1, 3, 40, 64)
+    stripes[..., ::2] = 1  # one-pixel columns: any shrink of the width without antialiasing aliases them
+    out = sr.resample(stripes, (44, 16), sr.load_model("liif-nano"))  # height x1.1 by the model, width x0.25
+    assert out.shape == (1, 3, 44, 16)
+    assert (out[..., 4:-4, 2:-2] - 0.5).abs().max() < 0.05  # the columns' mean, as a pure shrink gives it
 
 
 def test_resampler_renders_with_the_model_only_above_its_min_factor():

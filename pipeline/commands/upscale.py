@@ -54,11 +54,11 @@ def run(args) -> int:
     size = sr.check_size(parse_size(args.size) if args.size else
                          (max(1, round(h * args.scale)), max(1, round(w * args.scale))))
     grows = size[0] > h or size[1] > w
-    if grows or args.liif_always:
-        model = sr.load_model(args.model, args.device, getattr(torch, args.dtype))
+    model = sr.load_model(args.model, args.device, getattr(torch, args.dtype)) if grows or args.liif_always else None
+    if args.liif_always:
         result = model.upscale(img, size, tile=args.tile)
-    else:
-        result = sr.resize(img, size, "bicubic")
+    else:  # the model where the image grows; antialiased bicubic where it, or one of its axes, shrinks
+        result = sr.resample(img, size, model, "bicubic", tile=args.tile)
     pixels = result[0].permute(1, 2, 0).float().cpu().numpy()
     # Atomic writes: a kill mid-save never leaves a broken file in place of an old one.
     if out.suffix.lower() == ".npy":
