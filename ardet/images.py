@@ -81,7 +81,7 @@ def check_pixels(x: torch.Tensor, ndim: int, where: str) -> None:
 def file_image_id(path: str | os.PathLike) -> str | int:
     """An image file's id: its name's stem, an integer when all digits (``000123.jpg`` -> 123, as COCO ids are)."""
     stem = Path(path).stem
-    return int(stem) if stem.isdigit() else stem
+    return int(stem) if stem.isascii() and stem.isdigit() else stem
 
 
 def to_image(source: ImageSource, *, image_id: str | int | None = None, exif: ExifPolicy = "ignore",

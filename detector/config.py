@@ -69,7 +69,7 @@ class TrainConfig:
     clip_grad: float = 0.1
     lr_drop_at: float = 0.8  # fraction of steps after which the learning rate drops 10x (DETR's schedule); >= 1: never
     freeze_backbone: bool = False
-    # Box-aware augmentation: shortest edge drawn from [min, max] (multiples of 8), longest capped at ``max_size``.
+    # Box-aware augmentation: shortest edge drawn from min, min + 8, ... and max; longest capped at ``max_size``.
     scale_range: tuple[int, int] = (96, 160)
     max_size: int = 256
     hflip: float = 0.5

@@ -19,7 +19,7 @@ def augmentation(cfg: TrainConfig) -> v2.Compose:
     return v2.Compose([
         v2.RandomHorizontalFlip(cfg.hflip),
         v2.ColorJitter(cfg.color_jitter, cfg.color_jitter, cfg.color_jitter),
-        v2.RandomShortestSize(list(range(lo, hi + 1, 8)) or [lo], max_size=cfg.max_size, antialias=True),
+        v2.RandomShortestSize(sorted({*range(lo, hi + 1, 8), hi}), max_size=cfg.max_size, antialias=True),
         v2.ClampBoundingBoxes(),
         v2.SanitizeBoundingBoxes(min_size=1.0),
     ])
@@ -67,8 +67,8 @@ class CocoDetection(torch.utils.data.Dataset):
         pixels = load_image(self.image_dir / info["file_name"]).pixels
         anns = self.boxes[info["id"]]
         sample = {"image": tv_tensors.Image(pixels),
-                  "boxes": tv_tensors.BoundingBoxes([b for b, _ in anns] or torch.zeros(0, 4), format="XYWH",
-                                                    canvas_size=pixels.shape[-2:]),
+                  "boxes": tv_tensors.BoundingBoxes(torch.tensor([b for b, _ in anns], dtype=torch.float32).view(-1, 4),
+                                                    format="XYWH", canvas_size=pixels.shape[-2:]),  # int: v2 truncates
                   "labels": torch.tensor([c for _, c in anns], dtype=torch.int64)}
         if self.transform is not None:
             torch.default_generator.manual_seed(seed)  # v2 draws from it (torch.manual_seed also seeds CUDA: slow)

@@ -23,9 +23,14 @@ def load_detector(spec: str, *, device: str = "cpu", threshold: float = 0.0, top
                   categories: list[dict] | None = None) -> Detector:
     """A :class:`Detector` from a hub id (online), a ``save_pretrained`` / ``train-detector`` folder, or a project
     YAML config (random init, offline). ``categories`` (COCO's list of ``{id, name}``) are mapped to the model's
-    classes here, so a mismatch fails at start."""
+    classes here, so a mismatch fails at start. Without them, a ``train-detector`` model reports the category ids of
+    the dataset it was trained on (``category_ids`` in its config.json), any other model its class indices."""
     model, mean, std = load_model(spec)
-    label_map = map_labels(model.config.id2label, categories)
+    trained_on = getattr(model.config, "category_ids", None)
+    if categories is None and trained_on:
+        label_map = {int(label): int(category) for label, category in trained_on.items()}
+    else:
+        label_map = map_labels(model.config.id2label, categories)
     return Detector(model, label_map, mean=mean, std=std, threshold=threshold, top_k=top_k, device=device)
 
 
@@ -107,12 +112,33 @@ def _from_pretrained(spec: str | Path, local: bool, id2label: dict[int, str] | N
         missing = sorted(info["missing_keys"])
         raise ValueError(f"detector {spec}: its weights lack {len(missing)} of the model's tensors ({', '.join(missing[:3])}"
                          f"{', ...' if len(missing) > 3 else ''}): the weights file does not match config.json")
+    if id2label:
+        _reset_class_head(model)
     processor = _read_json(spec, "preprocessor_config.json", local, required=False) or {}
     if processor.get("do_normalize", True):
         mean, std = tuple(processor.get("image_mean", IMAGENET_MEAN)), tuple(processor.get("image_std", IMAGENET_STD))
     else:
         mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
     return model, mean, std
+
+
+def _reset_class_head(model: nn.Module) -> None:
+    """Re-initialise, with the architecture's own init, every tensor whose shape depends on the number of classes.
+    ignore_mismatched_sizes replaces them only when the count changes: new classes as many as the old would inherit
+    the old classes' head, class i silently starting as old class i."""
+    import copy
+
+    from transformers import AutoModelForObjectDetection
+
+    wider = copy.deepcopy(model.config)
+    wider.id2label = {**model.config.id2label, len(model.config.id2label): "one more"}
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in AutoModelForObjectDetection.from_config(wider).state_dict().items()}
+    fresh = AutoModelForObjectDetection.from_config(model.config).state_dict()
+    with torch.no_grad():
+        for key, tensor in model.state_dict().items():
+            if shapes.get(key, tensor.shape) != tensor.shape:
+                tensor.copy_(fresh[key])
 
 
 def _read_json(spec: str | Path, name: str, local: bool, required: bool = True) -> dict | None:

@@ -50,6 +50,7 @@ def train_detector(cfg: DetectorConfig, progress: bool = True) -> dict:
     torch.manual_seed(t.seed)
     model, mean, std = _initial_model(cfg, categories, resume_dir)
     label_map = map_labels(model.config.id2label, categories)
+    model.config.category_ids = {str(label): category for label, category in label_map.items()}  # saved with it
     if cfg.model.backbone.trainable_batchnorm and not t.freeze_backbone:
         use_trainable_batchnorm(model)
     set_trainable(model, t.freeze_backbone)
@@ -61,9 +62,9 @@ def train_detector(cfg: DetectorConfig, progress: bool = True) -> dict:
     optimizer = torch.optim.AdamW([{"params": rest, "lr": t.lr}, {"params": backbone, "lr": t.backbone_lr}],
                                   weight_decay=t.weight_decay)
     state = load_torch_checkpoint(resume_dir / TRAIN_STATE) if resume_dir is not None else None
-    drop_at = int(t.steps * t.lr_drop_at)
-    if state is not None and state["step"] > state.get("lr_drop_step", state["step"]):
-        drop_at = state["lr_drop_step"]  # a drop already taken stays put when train.steps is raised
+    drop_at = int(t.steps * t.lr_drop_at) if t.lr_drop_at < 1 else math.inf
+    if state is not None and state["step"] >= state.get("lr_drop_step", math.inf):
+        drop_at = state["lr_drop_step"]  # a drop already taken (or due next step) stays put when train.steps rises
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.1 if step >= drop_at else 1.0)
     start, best_ap = 0, -1.0
     if state is not None:

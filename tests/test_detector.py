@@ -376,7 +376,10 @@ def test_detect_cli_keeps_the_readable_images_results_and_checks_outputs_first(t
     out.unlink()
     for inputs, extra, message in (([tmp_path / "good.png", tmp_path / "b" / "good.png"], [], "share"),
                                    ([tmp_path / "good.png"], ["--draw", str(tmp_path / "drawing")], "--draw"),
-                                   ([tmp_path / "good.png"], ["--out", str(tmp_path / "b")], "--out")):
+                                   ([tmp_path / "good.png"], ["--out", str(tmp_path / "b")], "--out"),
+                                   ([tmp_path / "good.png"], ["--out", str(tmp_path / "good.png" / "d.json")], "is a file"),
+                                   ([tmp_path / "good.png"], ["--draw", str(tmp_path / "good.png" / "x" / "d.png")],
+                                    "is a file")):
         assert main(["detect", *map(str, inputs), *run, *(extra or ["--out", str(out)])]) == 2
         assert message in capsys.readouterr().err and not out.exists()
     # A phone photo stored sideways (EXIF orientation 6): --exif apply detects on, and draws, the upright image.

@@ -109,6 +109,10 @@ def test_checkpoint_resume_and_self_describing_folder(tmp_path, shapes):
     assert (tmp_path / "b" / "best" / "metrics.json").is_file()
     assert not list((tmp_path / "b").glob(".*"))  # no temporary folders left behind
     assert (tmp_path / "b" / "config.yaml").is_file()
+    # Without categories given, the trained model still reports its dataset's ids, not its class indices.
+    trained = load_detector(str(tmp_path / "b"))
+    assert {trained.model.config.id2label[label]: cid for label, cid in trained.label_map.items()} == {
+        c["name"]: c["id"] for c in CATEGORIES}
     with pytest.raises(ValueError, match="different config.*train.lr"):  # not a silent mix of two recipes
         train_detector(small_run(tmp_path / "b", shapes, 10, *same, "train.lr=5.0e-4"), progress=False)
     for bad in ("train.steps=0", "train.val_every=0", "train.lr=-1", "train.scale_range=[160,96]"):
@@ -123,6 +127,27 @@ def test_raising_steps_keeps_a_learning_rate_drop_already_taken(tmp_path, shapes
     train_detector(small_run(tmp_path / "run", shapes, 12, "train.lr_drop_at=0.5"), progress=False)
     lrs = [r["lr"] for r in read_jsonl(tmp_path / "run" / "train_log.jsonl") if "lr" in r]
     assert lrs == pytest.approx([1e-3] * 2 + [1e-4] * 10)
+
+
+def test_a_run_killed_at_its_lr_drop_keeps_it_when_steps_rise(tmp_path, shapes, monkeypatch):
+    import detector.train
+
+    save = detector.train.save_model
+
+    def save_then_die(model, dest, *args, train_state=None, **kwargs):  # killed right after the step-2 checkpoint
+        save(model, dest, *args, train_state=train_state, **kwargs)
+        if train_state is not None and train_state["step"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(detector.train, "save_model", save_then_die)
+    with pytest.raises(KeyboardInterrupt):  # the drop is after step 2 of 4
+        train_detector(small_run(tmp_path / "run", shapes, 4, "train.lr_drop_at=0.5", "train.checkpoint_every=2"),
+                       progress=False)
+    monkeypatch.undo()
+    train_detector(small_run(tmp_path / "run", shapes, 8, "train.lr_drop_at=0.5", "train.checkpoint_every=2"),
+                   progress=False)
+    lrs = [r["lr"] for r in read_jsonl(tmp_path / "run" / "train_log.jsonl") if "lr" in r]
+    assert lrs == pytest.approx([1e-3] * 2 + [1e-4] * 6)  # not back to 1e-3 until a drop moved to step 4
 
 
 def test_bad_training_data_fails_before_the_first_step(tmp_path, shapes):
@@ -155,6 +180,16 @@ def test_augmentation_keeps_boxes_on_their_objects(tmp_path, shapes):
         colour = image[0] - image[2] if target["class_labels"][0] == 0 else image[2] - image[0]
         inside = colour[round(cy - bh / 2):round(cy + bh / 2), round(cx - bw / 2):round(cx + bw / 2)]
         assert (colour > 0.5).sum() > 0 and (inside > 0.5).sum() >= 0.9 * (colour > 0.5).sum()
+    # Integer boxes (as this JSON has) are resized as the same float boxes are, not truncated at each step.
+    coco = json.loads(Path(cfg.data.train_json).read_text())
+    for a in coco["annotations"]:
+        a["bbox"] = [v + 0.0 for v in a["bbox"]]
+    (tmp_path / "float.json").write_text(json.dumps(coco))
+    floats = CocoDetection(tmp_path / "float.json", cfg.data.train_images, {3: 0, 8: 1}, augmentation(cfg.train))
+    for index in range(4):
+        torch.testing.assert_close(data[(index, index)][1]["boxes"], floats[(index, index)][1]["boxes"])
+    cfg.train.scale_range = (100, 150)
+    assert augmentation(cfg.train).transforms[2].min_size == [100, 108, 116, 124, 132, 140, 148, 150]
 
 
 def test_train_detector_cli(tmp_path, shapes):
@@ -184,3 +219,17 @@ def test_fine_tune_from_a_model_with_other_classes_gets_a_new_head(tmp_path, sha
     backbone = [k for k in before if k.startswith("model.backbone.")]
     assert all(torch.equal(before[k], after[k]) for k in backbone)  # frozen: the pretrained backbone as it was
     assert not torch.equal(before["bbox_predictor.layers.0.weight"], after["bbox_predictor.layers.0.weight"])
+
+
+def test_a_new_class_list_gets_a_new_head_even_with_as_many_classes(tmp_path):
+    from detector.model import load_model
+
+    torch.manual_seed(1)
+    old = [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]
+    pretrained = build_model(load_config(DetectorConfig, TINY).model, old)
+    pretrained.save_pretrained(tmp_path / "pretrained")
+    model, _, _ = load_model(str(tmp_path / "pretrained"), id2label={0: "circle", 1: "square"})
+    before, after = pretrained.state_dict(), model.state_dict()
+    assert model.config.id2label == {0: "circle", 1: "square"}
+    assert not torch.equal(before["class_labels_classifier.weight"], after["class_labels_classifier.weight"])
+    assert torch.equal(before["bbox_predictor.layers.0.weight"], after["bbox_predictor.layers.0.weight"])

@@ -30,6 +30,8 @@ def test_png_is_exact_and_reports_size_and_id(tmp_path):
     assert torch.equal(img.pixels, _expected(arr))
     Image.fromarray(arr).save(tmp_path / "000042.png")
     assert load_image(tmp_path / "000042.png").id == 42  # a COCO-style file name is an integer id
+    Image.fromarray(arr).save(tmp_path / "\u00b2.png")
+    assert load_image(tmp_path / "\u00b2.png").id == "\u00b2"  # a digit to str.isdigit, not to int()
 
 
 @pytest.mark.parametrize("fmt, ext", [("JPEG", "jpg"), ("WEBP", "webp")])

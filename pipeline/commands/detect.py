@@ -114,6 +114,10 @@ def check_outputs(args) -> tuple[list, list]:
                          f"name; rename or run them separately")
     if args.out and Path(args.out).is_dir():
         raise ValueError(f"--out {args.out} is a folder; give a JSON file path")
+    for option, path in (("--out", args.out), ("--draw", args.draw)):
+        blocking = next((p for p in Path(path or ".").parents if p.exists() and not p.is_dir()), None)
+        if path and blocking is not None:
+            raise ValueError(f"{option} {path}: {blocking} is a file, so nothing can be written below it")
     if not args.draw:
         return image_ids, [None] * len(stems)
     if len(args.images) > 1:
