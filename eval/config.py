@@ -7,9 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from ardet.config import ConfigError, config_to_dict, load_yaml
+from ardet.config import ConfigError, config_to_dict, dump_yaml, load_yaml
 
 
 @dataclass
@@ -62,6 +60,8 @@ def expand_sweep(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     entries, one per combination (in order, the last swept option varying fastest)."""
     policies = []
     for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("sweep") or {}, dict):
+            raise ConfigError(f"sweep entry {entry!r}: expected a mapping whose sweep: maps options to lists of values")
         grid = dict(entry.get("sweep") or {})
         base = {k: v for k, v in entry.items() if k != "sweep"}
         bad = [k for k, v in grid.items() if not isinstance(v, list) or not v]
@@ -78,7 +78,7 @@ def check_resumable(cfg: EvalConfig, out_dir: str | Path) -> None:
     if not path.exists():
         raise FileNotFoundError(f"--resume: {path} not found; nothing to resume in {out_dir}")
     saved = load_yaml(path.read_text(encoding="utf-8"))
-    now = load_yaml(yaml.safe_dump(config_to_dict(cfg)))  # same normalisation as the saved file
+    now = load_yaml(dump_yaml(config_to_dict(cfg)))  # same normalisation as the saved file
     diff = sorted(k for k in set(saved) | set(now) if k != "output" and saved.get(k) != now.get(k))
     if diff:
         raise ConfigError(f"--resume: the config differs from {path} in {', '.join(diff)}; resume with the same "

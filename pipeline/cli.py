@@ -74,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args) or 0
-    except (ConfigError, ImageDecodeError, FileNotFoundError, ValueError, FloatingPointError) as e:
-        # Expected user errors get one clear line, not a traceback (-vv shows it).
+    except (ConfigError, ImageDecodeError, OSError, ValueError, FloatingPointError) as e:
+        # Expected user errors (OSError: a missing file, an output path that is a file or below one, a full disk)
+        # get one clear line, not a traceback (-vv shows it).
         logging.getLogger("ardet").debug("traceback", exc_info=True)
         print(f"ardet {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -48,6 +48,13 @@ class DataSection:
     flip: bool = True
     num_workers: int = 0
 
+    def __post_init__(self):
+        if self.max_images is not None:  # a negative count would slice images off the end
+            check_numbers(self, "data", positive=("max_images",))
+        check_numbers(self, "data", non_negative=("num_workers",))
+        if not 0 < self.native_jitter[0] <= self.native_jitter[1]:
+            raise ValueError(f"data.native_jitter must be [lo, hi] with 0 < lo <= hi, got {self.native_jitter}")
+
 
 @dataclass
 class ElasticSection:

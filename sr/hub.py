@@ -48,7 +48,7 @@ def create_model(name: str, **args) -> LIIF:
     """A randomly initialised named model; ``args`` override its LIIF args (e.g. imnet_spec=...)."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(list_models())}")
-    return make({"name": "liif", "args": {**copy.deepcopy(MODELS[name][0]), **args}})
+    return _build({**copy.deepcopy(MODELS[name][0]), **args}, f"model {name!r} with args {args}")
 
 
 def load_model(name_or_path: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> LIIF:

@@ -98,7 +98,11 @@ def load_images(cfg: DataConfig) -> list[torch.Tensor]:
 
     folders = [Path(cfg.dir)] if cfg.dir else []
     if cfg.package:
-        folders.append(Path(importlib.import_module(cfg.package).__file__).parent)
+        try:
+            folders.append(Path(importlib.import_module(cfg.package).__file__).parent)
+        except ImportError as e:
+            raise ValueError(f"data.package {cfg.package}: not installed ({e}); the configs' photos come with "
+                             f"scikit-image: pip install -e '.[train]'") from None
     if not folders and not cfg.synthetic:
         raise ValueError("data: set dir, package and/or synthetic")
     need = round(cfg.patch * cfg.scale_max)

@@ -1,4 +1,5 @@
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Optional
 
 import pytest
@@ -88,3 +89,46 @@ def test_saved_config_loads_back_identically(tmp_path):
     path = save_config(cfg, tmp_path / "out")
     assert path.name == "config.yaml"
     assert load_config(Run, path) == cfg
+
+
+def test_yaml_1_2_numbers_and_booleans_and_no_repeated_keys(tmp_path):
+    from ardet.config import dump_yaml, load_yaml
+
+    # YAML 1.1 (PyYAML) would read 010 as 8, 1:30 as 90 and yes/off as booleans.
+    assert load_yaml("[010, 1:30, yes, off, true, 1e-3, 0x10, .5]") == [10, "1:30", "yes", "off", True, 1e-3, 16, 0.5]
+    for text in ("1e5", "010", "2e3", "yes", "true", "1:30", "run #2"):  # strings that look like something else
+        assert load_yaml(dump_yaml({"name": text})) == {"name": text}
+    (tmp_path / "twice.yaml").write_text("optim: {lr: 0.1, lr: 0.2}\n")
+    with pytest.raises(ConfigError, match="duplicate key 'lr'"):
+        load_config(Run, tmp_path / "twice.yaml")
+
+
+def test_override_edge_cases(tmp_path, monkeypatch):
+    from ardet.config import override
+
+    (tmp_path / "empty.yaml").write_text("optim:\n")  # a section left empty in the file
+    assert load_config(Run, tmp_path / "empty.yaml", ["optim.lr=0.5"]).optim.lr == 0.5
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(Run, None, ["sizes=[1"])
+    # Command-line options become overrides that keep their text: a '#' or a number-like name stays a string.
+    for name in ("run #2", "2024", "1e3", "%run"):
+        assert load_config(Run, None, [override("name", name)]).name == name
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert load_config(Run, None, ["name=~/runs/a"]).name == str(tmp_path / "runs" / "a")  # no shell expanded it
+    with pytest.raises(ConfigError, match="config file"):
+        load_config(Run, tmp_path)  # a folder
+
+
+def test_stage_configs_refuse_silent_mistakes():
+    import sr
+    from detector.config import DetectorConfig
+    from detector.model import build_model
+    from scale_predictor.train import TrainScaleConfig
+
+    with pytest.raises(ConfigError, match="max_images"):  # -3 would slice the last 3 images off
+        load_config(TrainScaleConfig, None, ["data.max_images=-3"])
+    with pytest.raises(ValueError, match="eos_coeficient are not conditional_detr config fields"):
+        build_model(load_config(DetectorConfig, Path(__file__).parents[1] / "configs/detector/tiny-conditional-detr.yaml",
+                                ["model.extra={eos_coeficient: 0.5}"]).model)
+    with pytest.raises(ValueError, match="unsupported LIIF args"):
+        sr.create_model("liif-nano", bogus=1)

@@ -21,7 +21,7 @@ def run(args) -> int:
     import argparse
     from pathlib import Path
 
-    from ardet.config import ConfigError
+    from ardet.config import ConfigError, override
     from ardet.synthetic import make_dataset
     from pipeline.commands import sweep
 
@@ -30,7 +30,8 @@ def run(args) -> int:
                                 f"models/ (the shipped demo models) are")
     out = Path(args.out or ("runs/demo" if args.limit is None else f"runs/demo-limit{args.limit}"))
     make_dataset(args.data, seed=0, num_train=0, num_val=0, num_test=100, progress=not args.no_progress)
-    overrides = [f"dataset.annotations={args.data}/test/annotations.json", f"dataset.images={args.data}/test/images"]
+    overrides = [override("dataset.annotations", f"{args.data}/test/annotations.json"),
+                 override("dataset.images", f"{args.data}/test/images")]
     resume = (out / "config.yaml").exists()  # a second `ardet demo` finishes or reuses the first run
     try:
         sweep.run(argparse.Namespace(config=SWEEP, overrides=overrides, out=str(out), limit=args.limit,

@@ -19,10 +19,11 @@ def add_parser(sub) -> None:
     p.add_argument("--policy", choices=("fixed", "adaptive", "cascade"), default="fixed",
                    help="how each image's input size is chosen")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--size", type=int, default=800,
-                      help="fixed: shortest edge of the detector input, longest capped at --max-size (DETR's rule)")
+    size.add_argument("--size", type=int,
+                      help="fixed: shortest edge of the detector input, longest capped at --max-size (DETR's rule; "
+                           "default 800)")
     size.add_argument("--scale", type=float, help="fixed: input size = original size x SCALE instead of --size")
-    p.add_argument("--max-size", type=int, default=1333, help="longest edge cap with --size (and the cascade)")
+    p.add_argument("--max-size", type=int, help="longest edge cap with --size (and the cascade); default 1333")
     p.add_argument("--resampler", choices=("bilinear", "bicubic", "liif"), default="bilinear",
                    help="how images are resized; liif: --sr-model where the image grows")
     p.add_argument("--sr-model", help="LIIF model name or checkpoint for --resampler liif")
@@ -30,10 +31,10 @@ def add_parser(sub) -> None:
                    help="--resampler liif: use the model only for enlargements beyond this factor (bilinear below)")
     p.add_argument("--predictor", help="adaptive (and cascade second pass): scale predictor checkpoint")
     p.add_argument("--knob", type=float, help="trade-off knob in [0, 1] of a knob-conditioned predictor")
-    p.add_argument("--low", type=int, default=512, help="cascade: first-pass short side")
+    p.add_argument("--low", type=int, help="cascade: first-pass short side (default 512)")
     p.add_argument("--high", type=int, help="cascade: second-pass short side (else --predictor decides)")
-    p.add_argument("--uncertainty", type=float, default=0.5,
-                   help="cascade: re-run when 1 - mean top-5 score of the first pass reaches this")
+    p.add_argument("--uncertainty", type=float,
+                   help="cascade: re-run when 1 - mean top-5 score of the first pass reaches this (default 0.5)")
     p.add_argument("--threshold", type=float, default=0.5, help="keep detections scoring above this")
     p.add_argument("--top-k", type=int, default=100, help="at most this many detections per image")
     p.add_argument("--categories", help="COCO JSON whose categories the detector's classes are mapped to")
@@ -46,15 +47,27 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+# The options each policy reads; one given to a policy that ignores it is refused rather than silently unused.
+_POLICY_OPTIONS = {"fixed": {"size", "scale", "max_size"}, "adaptive": {"predictor", "knob"},
+                   "cascade": {"low", "high", "predictor", "knob", "max_size", "uncertainty"}}
+
+
 def policy_entry(args) -> dict:
     """The policy config entry the command-line options describe."""
+    given = {name for names in _POLICY_OPTIONS.values() for name in names if getattr(args, name) is not None}
+    unused = sorted(given - _POLICY_OPTIONS[args.policy])
+    if unused:
+        raise ValueError(f"--policy {args.policy} does not use {', '.join('--' + n.replace('_', '-') for n in unused)}")
+    max_size = 1333 if args.max_size is None else args.max_size
     resample = {"resampler": args.resampler, "sr_model": args.sr_model, "sr_min_factor": args.sr_min_factor}
     if args.policy == "fixed":
-        return {"kind": "fixed", "short": args.size, "max_size": args.max_size, "scale": args.scale, **resample}
+        return {"kind": "fixed", "short": 800 if args.size is None else args.size, "max_size": max_size,
+                "scale": args.scale, **resample}
     if args.policy == "adaptive":
         return {"kind": "adaptive", "predictor": args.predictor, "knob": args.knob, **resample}
-    return {"kind": "cascade", "low": args.low, "high": args.high, "predictor": args.predictor, "knob": args.knob,
-            "max_size": args.max_size, "threshold": args.uncertainty, **resample}
+    return {"kind": "cascade", "low": 512 if args.low is None else args.low, "high": args.high,
+            "predictor": args.predictor, "knob": args.knob, "max_size": max_size,
+            "threshold": 0.5 if args.uncertainty is None else args.uncertainty, **resample}
 
 
 def run(args) -> int:

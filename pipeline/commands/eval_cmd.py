@@ -39,7 +39,7 @@ def evaluate(args):
     import torch
     import torch.distributed as dist
 
-    from ardet.config import load_config, save_config
+    from ardet.config import load_config, override, save_config
     from detector import load_detector
     from eval import CocoDataset, EvalConfig, check_fresh, check_resumable, read_image_ids, run_evaluation
     from pipeline.policies import PolicyContext, build_policies
@@ -47,7 +47,7 @@ def evaluate(args):
     overrides = list(args.overrides)
     for key, value in (("output", args.out), ("dataset.limit", args.limit), ("dataset.image_ids_file", args.image_ids)):
         if value is not None:
-            overrides.append(f"{key}={value}")
+            overrides.append(override(key, value))
     cfg = load_config(EvalConfig, args.config, overrides)
     out = Path(cfg.output)
 

@@ -24,6 +24,8 @@ def run(args) -> int:
     if len(args.image_size) not in (1, 2):
         raise ValueError(f"--image-size takes one value or HEIGHT WIDTH, got {len(args.image_size)} values")
     size = (args.image_size[0], args.image_size[-1])  # one value: square
+    if args.num_train == args.num_val == args.num_test == 0:
+        raise ValueError("all of --num-train, --num-val and --num-test are 0: nothing to make")
     paths = make_dataset(args.out, args.seed, args.num_train, args.num_val, args.num_test, size, progress=True)
     print("objects per COCO area range (small < 32^2 <= medium < 96^2 <= large) and per class, by image kind:")
     for split, path in paths.items():

@@ -26,7 +26,10 @@ def run(args) -> int:
     from sr import load_model
     from sr.evaluate import evaluate
 
-    scales = [int(s) for s in args.scales.split(",")]
+    try:
+        scales = [int(s) for s in args.scales.split(",")]
+    except ValueError:
+        raise ValueError(f"--scales must be comma-separated integers, e.g. 2,3,4; got {args.scales!r}") from None
     if min(scales) < 1:
         raise ValueError(f"--scales must be positive integers, got {args.scales}")
     cost_size = tuple(int(v) for v in args.cost_size.lower().split("x"))

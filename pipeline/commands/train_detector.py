@@ -15,6 +15,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    import math
     from pathlib import Path
 
     from ardet.config import load_config
@@ -28,7 +29,10 @@ def run(args) -> int:
             raise FileNotFoundError(f"data.{key} = {value!r} does not exist (set it with --set data.{key}=PATH)")
     result = train_detector(cfg)
     val = result["val"]
-    print(f"step {result['step']}: loss {result['loss']:.4f}"
-          + (f", val AP {val['AP']:.4f} AP50 {val['AP50']:.4f}" if val else ""))
+    if math.isnan(result["loss"]):  # no step ran: the checkpoint had reached train.steps already
+        print(f"already trained for {result['step']} steps (raise train.steps to continue)")
+    else:
+        print(f"step {result['step']}: loss {result['loss']:.4f}"
+              + (f", val AP {val['AP']:.4f} AP50 {val['AP50']:.4f}" if val else ""))
     print(f"model: {cfg.train.out_dir} (load with --detector {cfg.train.out_dir})")
     return 0

@@ -22,13 +22,16 @@ def add_parser(sub) -> None:
 
 
 def parse_size(text: str) -> tuple[int, int]:
+    """``HxW`` as (H, W), within sr.check_size's limit (the largest image ardet reads)."""
+    import sr
+
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise ValueError(f"--size must be HxW with positive integers, got {text!r}") from None
     if h <= 0 or w <= 0:
         raise ValueError(f"--size must be HxW with positive integers, got {text!r}")
-    return h, w
+    return sr.check_size((h, w))
 
 
 def run(args) -> int:
