@@ -47,6 +47,8 @@ class _Loader(_yaml12(yaml.SafeLoader)):
     def construct_mapping(self, node, deep=False) -> dict:
         seen = set()
         for key_node, _ in node.value:  # a repeated key would silently keep only its last value
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`, merged by the base class
+                continue
             key = self.construct_object(key_node, deep=True)
             if not isinstance(key, typing.Hashable):
                 continue

@@ -6,7 +6,7 @@
 """
 from detector.config import DetectorConfig, ModelConfig
 from detector.detect import Detections, Detector, detr_target_size
-from detector.model import build_model, load_detector, load_model, map_labels, set_trainable
+from detector.model import build_model, load_detector, load_model, map_labels, set_trainable, weights_sha256
 
 __all__ = ["DetectorConfig", "ModelConfig", "Detections", "Detector", "detr_target_size", "build_model",
-           "load_detector", "load_model", "map_labels", "set_trainable"]
+           "load_detector", "load_model", "map_labels", "set_trainable", "weights_sha256"]

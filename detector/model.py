@@ -1,6 +1,7 @@
 """Building and loading DETR-family models, offline-safe, and mapping their classes to dataset categories."""
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import re
@@ -75,7 +76,9 @@ def build_model(cfg: ModelConfig, categories: list[dict] | None = None) -> nn.Mo
         id2label = {i: c["name"] for i, c in enumerate(categories)}
     else:
         id2label = {i: f"LABEL_{i}" for i in range(cfg.num_labels)}
-    unknown = sorted(set(cfg.extra) - set(AutoConfig.for_model(cfg.arch).to_dict()))
+    defaults = AutoConfig.for_model(cfg.arch)
+    known = {*defaults.to_dict(), *inspect.signature(type(defaults).__init__).parameters, "attn_implementation"}
+    unknown = sorted(set(cfg.extra) - known)
     if unknown:  # transformers would keep a misspelt field as an attribute nothing reads
         raise ValueError(f"model.extra: {', '.join(unknown)} are not {cfg.arch} config fields")
     config = AutoConfig.for_model(
@@ -85,6 +88,29 @@ def build_model(cfg: ModelConfig, categories: list[dict] | None = None) -> nn.Mo
         dropout=cfg.dropout, auxiliary_loss=cfg.aux_loss, id2label=id2label,
         label2id={n: i for i, n in id2label.items()}, **cfg.extra)
     return AutoModelForObjectDetection.from_config(config)
+
+
+def weights_sha256(spec: str) -> str:
+    """The identity of what :func:`load_model` would read for ``spec``, without building the model: the sha256 of
+    its config.json and weights files (a YAML config: its text; a hub id: the files in the local hub cache).
+    FileNotFoundError when they are not here."""
+    import hashlib
+
+    from ardet.files import sha256
+
+    path = Path(spec)
+    if path.is_file() and path.suffix in (".yaml", ".yml"):
+        files = [path]
+    elif path.is_dir():
+        folder = _model_dir(path)
+        files = sorted(f for f in folder.iterdir() if f.name == "config.json" or f.suffix in (".safetensors", ".bin"))
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        files = [try_to_load_from_cache(str(spec), name) for name in ("config.json", "model.safetensors")]
+        if not all(isinstance(f, str) for f in files):
+            raise FileNotFoundError(f"detector {spec!r}: not a local folder or YAML, nor in the local hub cache")
+    return hashlib.sha256(" ".join(f"{Path(f).name}:{sha256(f)}" for f in files).encode()).hexdigest()
 
 
 def _model_dir(path: Path) -> Path:

@@ -210,6 +210,9 @@ class CascadePolicy:
             raise ValueError(f"cascade policy: unknown score_args {sorted(unknown)}; known: {', '.join(known)} "
                              f"(pipeline.uncertainty)")
         self.score, self.threshold, self.score_args = score, float(threshold), dict(score_args or {})
+        if knob is not None and predictor is None:
+            raise ValueError("cascade policy: knob steers the predictor of the second pass; with a fixed high size "
+                             "there is none")
         self.fixed_low = FixedPolicy(detector, low, max_size, resampler, name="low")
         self.high = (FixedPolicy(detector, high, max_size, resampler, name="high") if predictor is None
                      else AdaptivePolicy(detector, predictor, resampler, knob=knob, name="high"))

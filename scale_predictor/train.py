@@ -10,7 +10,6 @@ run continues exactly as an uninterrupted one would.
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import logging
 import math
@@ -239,18 +238,20 @@ def _oracle_table(cfg: TrainScaleConfig, model: ScalePredictor, data: CocoScaleD
     # is taken as it is, and a custom ``run`` by the name in oracle.detector.
     meta = {"annotations_sha256": sha256(cfg.data.annotations), "resampler": o.resampler,
             "sr_model": o.sr_model and sha256(sr.weights_file(o.sr_model))}
-    det = None
     if run is None and o.detector is not None:
-        det = detector.load_detector(o.detector, device=resolve_device(o.device, "oracle.device"),
-                                     categories=data.categories)
-        meta["detector_sha256"] = _weights_sha256(det.model)
+        try:
+            meta["detector_sha256"] = detector.weights_sha256(o.detector)
+        except FileNotFoundError as e:  # moved, or an uncached hub id offline: a complete table is still readable
+            log.warning("%s; the oracle cache is read without checking which detector made it", e)
     elif o.detector is not None:
         meta["detector"] = o.detector
 
     def make_run() -> RunFn:  # called only when the cache lacks entries
-        if det is None:
+        if o.detector is None:
             raise ValueError(f"oracle mode: {cache} lacks entries for these images and sizes; set oracle.detector "
                              f"(a detector.load_detector spec) to compute them, or oracle.cache to a complete table")
+        det = detector.load_detector(o.detector, device=resolve_device(o.device, "oracle.device"),
+                                     categories=data.categories)
         return detector_run(o, data, det)
 
     return build_oracle_table(items, o.short_sides, run, cache, make_run=make_run, multiple=model.multiple,
@@ -279,15 +280,6 @@ def detector_run(cfg: OracleSection, data: CocoScaleData, det) -> RunFn:
         return float(quality), flops.gflops
 
     return run
-
-
-def _weights_sha256(model: torch.nn.Module) -> str:
-    """A model's identity for caches of its results: the sha256 of its parameter and buffer bytes, in order."""
-    h = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 # -- schedule, sampling, checkpoints --------------------------------------------------------------------------------

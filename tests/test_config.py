@@ -98,6 +98,7 @@ def test_yaml_1_2_numbers_and_booleans_and_no_repeated_keys(tmp_path):
     assert load_yaml("[010, 1:30, yes, off, true, 1e-3, 0x10, .5]") == [10, "1:30", "yes", "off", True, 1e-3, 16, 0.5]
     for text in ("1e5", "010", "2e3", "yes", "true", "1:30", "run #2"):  # strings that look like something else
         assert load_yaml(dump_yaml({"name": text})) == {"name": text}
+    assert load_yaml("d: &d {lr: 1}\nopt:\n  <<: *d\n  steps: 5\n")["opt"] == {"lr": 1, "steps": 5}  # merge keys
     (tmp_path / "twice.yaml").write_text("optim: {lr: 0.1, lr: 0.2}\n")
     with pytest.raises(ConfigError, match="duplicate key 'lr'"):
         load_config(Run, tmp_path / "twice.yaml")
@@ -127,8 +128,10 @@ def test_stage_configs_refuse_silent_mistakes():
 
     with pytest.raises(ConfigError, match="max_images"):  # -3 would slice the last 3 images off
         load_config(TrainScaleConfig, None, ["data.max_images=-3"])
+    tiny = Path(__file__).parents[1] / "configs/detector/tiny-conditional-detr.yaml"
     with pytest.raises(ValueError, match="eos_coeficient are not conditional_detr config fields"):
-        build_model(load_config(DetectorConfig, Path(__file__).parents[1] / "configs/detector/tiny-conditional-detr.yaml",
-                                ["model.extra={eos_coeficient: 0.5}"]).model)
+        build_model(load_config(DetectorConfig, tiny, ["model.extra={eos_coeficient: 0.5}"]).model)
+    eager = build_model(load_config(DetectorConfig, tiny, ["model.extra={attn_implementation: eager}"]).model)
+    assert eager.config._attn_implementation == "eager"  # an init-only keyword is a real option
     with pytest.raises(ValueError, match="unsupported LIIF args"):
         sr.create_model("liif-nano", bogus=1)

@@ -86,10 +86,11 @@ def test_cascade_counts_both_passes_only_when_it_reruns(detector, threshold, rer
     assert result.size == final.size and torch.equal(result.detections.scores, final.detections.scores)
     expected = low.flops["detector"] + (high.flops["detector"] if rerun else 0)
     assert result.flops["detector"] == expected
-    # Memory and FLOP sources cover the stages of both passes (the CPU's peak RSS only grows, so its values here
-    # cannot show the per-pass maximum that matters on CUDA).
+    # Memory and FLOP sources cover the stages of both passes.
     for key in ("peak_memory_bytes", "flops_source"):
         assert set(getattr(result, key)) == {*getattr(low, key), *(getattr(high, key) if rerun else {})}
+    with pytest.raises(ValueError, match="knob steers the predictor"):  # a fixed second pass would ignore it
+        CascadePolicy(detector, low=32, high=96, knob=0.5)
 
 
 def test_oracle_keeps_the_candidate_with_the_best_per_image_ap(detector, tmp_path):

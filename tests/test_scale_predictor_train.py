@@ -223,9 +223,15 @@ def test_cli_elastic_config_runs_and_reports_user_errors(synth, tmp_path, capsys
 
 def test_oracle_mode_with_a_real_detector(synth, tmp_path, capsys):
     """The wiring of ``ardet train-scale`` oracle mode: detector.load_detector + sr.resample + per-image AP."""
-    spec = Path(__file__).parents[1] / "configs" / "detector" / "tiny-conditional-detr.yaml"
-    if not spec.is_file():
-        pytest.skip(f"detector config {spec} not in this checkout")
+    import shutil
+
+    from ardet.config import load_config
+    from detector import DetectorConfig, build_model
+
+    tiny = load_config(DetectorConfig, Path(__file__).parents[1] / "configs" / "detector" / "tiny-conditional-detr.yaml")
+    torch.manual_seed(0)
+    build_model(tiny.model, synth["coco"]["categories"]).save_pretrained(tmp_path / "model")
+    spec = tmp_path / "model"
     out = tmp_path / "det"
     sets = [f"data.annotations={synth['annotations']}", f"data.images={synth['images']}", f"out_dir={out}",
             "data.max_images=3", "oracle.short_sides=[96, 192]", f"oracle.detector={spec}", "optim.steps=1",
@@ -239,12 +245,18 @@ def test_oracle_mode_with_a_real_detector(synth, tmp_path, capsys):
         assert 0.0 <= small["quality"] <= 1.0 and 0.0 <= large["quality"] <= 1.0
         assert 0 < small["gflops"] < large["gflops"]  # measured FLOPs of resampling + detection grow with the size
     assert load_predictor(out).predict([torch.rand(3, 50, 60)])[0].short_side >= 96
-    # The cache names the detector by its weights: the same (seeded) init elsewhere reuses it without running it,
-    # another init (seed 1) is refused rather than mixed in.
-    reuse = [f"oracle.cache={out / 'oracle_table.jsonl'}", "optim.steps=1"]
-    assert main(["train-scale", "--config", str(CONFIGS / "oracle.yaml"), "--no-progress",
-                 *[f"--set={s}" for s in sets + reuse + [f"out_dir={tmp_path / 'again'}"]]]) == 0
-    assert len(list(open(out / "oracle_table.jsonl"))) == 1 + 3 * 2
-    assert main(["train-scale", "--config", str(CONFIGS / "oracle.yaml"), "--no-progress",
-                 *[f"--set={s}" for s in sets + reuse + [f"out_dir={tmp_path / 'other'}", "seed=1"]]]) == 2
+    # The cache names the detector by its files' contents: the same model under another path reuses it without
+    # running it, other weights under the same path are refused rather than mixed in, and with the detector gone
+    # a complete table is still read (with a warning).
+    def again(detector_path, name):
+        return main(["train-scale", "--config", str(CONFIGS / "oracle.yaml"), "--no-progress",
+                     *[f"--set={s}" for s in sets + [f"oracle.cache={out / 'oracle_table.jsonl'}",
+                                                     f"oracle.detector={detector_path}", f"out_dir={tmp_path / name}"]]])
+
+    shutil.copytree(spec, tmp_path / "moved")
+    assert again(tmp_path / "moved", "again") == 0 and len(list(open(out / "oracle_table.jsonl"))) == 1 + 3 * 2
+    torch.manual_seed(1)
+    build_model(tiny.model, synth["coco"]["categories"]).save_pretrained(tmp_path / "moved")  # retrained in place
+    assert again(tmp_path / "moved", "other") == 2
     assert "made with other detector_sha256" in capsys.readouterr().err
+    assert again(tmp_path / "gone", "gone") == 0
