@@ -42,6 +42,17 @@ def test_same_seed_same_bytes_other_seed_differs_and_splits_are_independent(data
         assert a.keys() == b.keys()
         assert all(a[k] != b[k] for k in a)
 
+    # Also from another process with another hash seed (no set or dict order may reach the pixels or the JSON).
+    import os
+    import subprocess
+    import sys
+
+    for hash_seed in ("1", "2"):
+        subprocess.run([sys.executable, "-m", "pipeline.cli", "make-data", "--out", str(tmp_path / f"p{hash_seed}"),
+                        "--seed", "7", *(f"--num-{k[4:]}={v}" for k, v in SPLIT_SIZES.items())], check=True,
+                       capture_output=True, env={**os.environ, "PYTHONHASHSEED": hash_seed})
+        assert _files(tmp_path / f"p{hash_seed}") == _files(out)
+
     # Each image depends only on (seed, split, index, kind): more training images leave val and test as they were.
     make_dataset(tmp_path / "more", seed=7, num_train=6, num_val=10, num_test=2)
     assert _files(out / "val") == _files(tmp_path / "more" / "val")
