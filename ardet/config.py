@@ -121,7 +121,7 @@ def override(key: str, value: str | int | float) -> str:
     its comment, ``2024`` would become a number), as command-line options want."""
     import json
 
-    return f"{key}={json.dumps(value)}"  # JSON is YAML: a double-quoted string, or the number
+    return f"{key}={json.dumps(value, ensure_ascii=False)}"  # JSON is YAML: a double-quoted string, or the number
 
 
 def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:

@@ -356,7 +356,7 @@ def make_split(out_dir: str | os.PathLike, seed: int, split: str, num_images: in
             old = json.loads(ann_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{ann_path} exists and is not valid JSON ({e}); choose another output folder") from None
-        made_here = isinstance(old, dict) and isinstance(old.get("info"), dict)
+        made_here = isinstance(old, dict) and isinstance(old.get("info"), dict) and isinstance(old.get("images"), list)
         if not made_here or old["info"].get("generator") != GENERATOR:
             raise ValueError(f"{ann_path} exists and was not made by ardet make-data; choose another output folder")
         if old["info"] == info:

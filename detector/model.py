@@ -40,16 +40,26 @@ def load_model(spec: str, id2label: dict[int, str] | None = None) -> tuple[nn.Mo
     model's classes with a new, randomly initialised class head (fine-tuning on other categories)."""
     from ardet.config import load_config
 
-    path = Path(spec)
-    if path.is_file() and path.suffix in (".yaml", ".yml"):
-        cfg = load_config(DetectorConfig, path)
+    kind = _spec_kind(spec)
+    if kind == "yaml":
+        cfg = load_config(DetectorConfig, spec)
         categories = [{"id": i, "name": n} for i, n in id2label.items()] if id2label else config_categories(cfg)
         return build_model(cfg.model, categories), IMAGENET_MEAN, IMAGENET_STD
-    if path.is_dir():
-        return _from_pretrained(_model_dir(path), local=True, id2label=id2label)
-    if path.exists() or spec.startswith((".", "/", "~")) or path.suffix in (".yaml", ".yml", ".json"):
-        raise FileNotFoundError(f"detector {spec!r}: no such model folder or YAML config")
+    if kind == "folder":
+        return _from_pretrained(_model_dir(Path(spec)), local=True, id2label=id2label)
     return _from_pretrained(spec, local=False, id2label=id2label)
+
+
+def _spec_kind(spec: str) -> str:
+    """"yaml", "folder" or "hub" for a detector spec; FileNotFoundError for a local-looking path that is not there."""
+    path = Path(spec)
+    if path.is_file() and path.suffix in (".yaml", ".yml"):
+        return "yaml"
+    if path.is_dir():
+        return "folder"
+    if path.exists() or str(spec).startswith((".", "/", "~")) or path.suffix in (".yaml", ".yml", ".json"):
+        raise FileNotFoundError(f"detector {spec!r}: no such model folder or YAML config")
+    return "hub"
 
 
 def config_categories(cfg: DetectorConfig) -> list[dict] | None:
@@ -92,23 +102,31 @@ def build_model(cfg: ModelConfig, categories: list[dict] | None = None) -> nn.Mo
 
 def weights_sha256(spec: str) -> str:
     """The identity of what :func:`load_model` would read for ``spec``, without building the model: the sha256 of
-    its config.json and weights files (a YAML config: its text; a hub id: the files in the local hub cache).
+    its config, preprocessor config and weights files (a hub id: those in the local hub cache; a YAML config: its
+    text, though the random init it builds also depends on the torch seed).
     FileNotFoundError when they are not here."""
     import hashlib
 
     from ardet.files import sha256
 
-    path = Path(spec)
-    if path.is_file() and path.suffix in (".yaml", ".yml"):
-        files = [path]
-    elif path.is_dir():
-        folder = _model_dir(path)
-        files = sorted(f for f in folder.iterdir() if f.name == "config.json" or f.suffix in (".safetensors", ".bin"))
+    kind = _spec_kind(spec)
+    if kind == "yaml":
+        files = [Path(spec)]
+    elif kind == "folder":
+        folder = _model_dir(Path(spec))
+        files = sorted(f for f in folder.iterdir() if f.name in ("config.json", "preprocessor_config.json")
+                       or f.suffix in (".safetensors", ".bin"))
     else:
         from huggingface_hub import try_to_load_from_cache
 
-        files = [try_to_load_from_cache(str(spec), name) for name in ("config.json", "model.safetensors")]
-        if not all(isinstance(f, str) for f in files):
+        try:
+            cached = {name: try_to_load_from_cache(str(spec), name)
+                      for name in ("config.json", "preprocessor_config.json", "model.safetensors", "pytorch_model.bin")}
+        except ValueError as e:  # not a valid repository id either
+            raise FileNotFoundError(f"detector {spec!r}: no such folder, YAML or hub repository ({e})") from None
+        files = [f for f in cached.values() if isinstance(f, str)]
+        if not isinstance(cached["config.json"], str) or not any(n.endswith((".safetensors", ".bin"))
+                                                                  for n in map(str, files)):
             raise FileNotFoundError(f"detector {spec!r}: not a local folder or YAML, nor in the local hub cache")
     return hashlib.sha256(" ".join(f"{Path(f).name}:{sha256(f)}" for f in files).encode()).hexdigest()
 

@@ -61,7 +61,8 @@ def train_detector(cfg: DetectorConfig, progress: bool = True) -> dict:
     rest = [p for n, p in model.named_parameters() if p.requires_grad and not in_backbone(n)]
     optimizer = torch.optim.AdamW([{"params": rest, "lr": t.lr}, {"params": backbone, "lr": t.backbone_lr}],
                                   weight_decay=t.weight_decay)
-    state = load_torch_checkpoint(resume_dir / TRAIN_STATE) if resume_dir is not None else None
+    # On the CPU first: a GPU run's optimizer state resumes anywhere (load_state_dict moves it to the parameters).
+    state = load_torch_checkpoint(resume_dir / TRAIN_STATE, "cpu") if resume_dir is not None else None
     drop_at = int(t.steps * t.lr_drop_at) if t.lr_drop_at < 1 else math.inf
     if state is not None and state["step"] >= state.get("lr_drop_step", math.inf):
         drop_at = state["lr_drop_step"]  # a drop already taken (or due next step) stays put when train.steps rises

@@ -39,7 +39,7 @@ class PolicyContext:
     def predictor(self, path: str) -> torch.nn.Module:
         import scale_predictor
 
-        return self._load("predictor", path, lambda: scale_predictor.load_predictor(path).to(self.device))
+        return self._load("predictor", path, lambda: scale_predictor.load_predictor(path, device=self.device))
 
     def _load(self, kind: str, name: str, load: Callable[[], torch.nn.Module]) -> torch.nn.Module:
         if (kind, name) not in self._models:

@@ -238,10 +238,14 @@ def _oracle_table(cfg: TrainScaleConfig, model: ScalePredictor, data: CocoScaleD
     # is taken as it is, and a custom ``run`` by the name in oracle.detector.
     meta = {"annotations_sha256": sha256(cfg.data.annotations), "resampler": o.resampler,
             "sr_model": o.sr_model and sha256(sr.weights_file(o.sr_model))}
+    unidentified = None
     if run is None and o.detector is not None:
         try:
             meta["detector_sha256"] = detector.weights_sha256(o.detector)
-        except FileNotFoundError as e:  # moved, or an uncached hub id offline: a complete table is still readable
+            if Path(o.detector).suffix in (".yaml", ".yml"):  # a random init: the seed decides its weights
+                meta["detector_sha256"] += f"-seed{cfg.seed}"
+        except FileNotFoundError as e:  # moved, or an uncached hub id: a complete table is still readable
+            unidentified = e
             log.warning("%s; the oracle cache is read without checking which detector made it", e)
     elif o.detector is not None:
         meta["detector"] = o.detector
@@ -250,6 +254,10 @@ def _oracle_table(cfg: TrainScaleConfig, model: ScalePredictor, data: CocoScaleD
         if o.detector is None:
             raise ValueError(f"oracle mode: {cache} lacks entries for these images and sizes; set oracle.detector "
                              f"(a detector.load_detector spec) to compute them, or oracle.cache to a complete table")
+        if unidentified is not None:  # its entries could not be told apart from another detector's
+            raise ValueError(f"oracle mode: {cache} lacks entries, and {unidentified}, so they cannot be computed "
+                             f"under its name (a hub id: download it once, e.g. with `ardet flops --detector ID "
+                             f"--size 64x64`)")
         det = detector.load_detector(o.detector, device=resolve_device(o.device, "oracle.device"),
                                      categories=data.categories)
         return detector_run(o, data, det)

@@ -122,8 +122,8 @@ class LIIF(nn.Module):
         if (dtype := next(self.parameters()).dtype) != torch.float32:
             raise TypeError(f"upscale_plain is the float32 reference; this model is {dtype}: use upscale")
         b, (H, W) = img.shape[0], check_size(size)
-        feat = self.gen_feat(img.float())
-        coord = grid_coord(H, W).view(1, -1, 2).expand(b, -1, -1)
+        feat = self.gen_feat(img.to(next(self.parameters()).device, torch.float32))
+        coord = grid_coord(H, W).to(feat.device).view(1, -1, 2).expand(b, -1, -1)
         cell = torch.ones_like(coord)
         cell[..., 0] *= 2 / H
         cell[..., 1] *= 2 / W

@@ -35,7 +35,7 @@ def test_user_mistakes_are_one_line_errors_before_any_work(tmp_path, capsys, mon
         (["detect", "a.png", "--policy", "adaptive", "--predictor", "p.safetensors", "--size", "96"],
          "does not use --size"),  # would be silently ignored
         (["detect", "a.png", "--policy", "fixed", "--knob", "0.5"], "does not use --knob"),
-        (["detect", "a.png", "--scale", "2", "--max-size", "800"], "does not use --max-size"),
+        (["detect", "a.png", "--scale", "2", "--max-size", "800"], "--max-size does not apply with --scale"),
         (["make-data", "--out", str(tmp_path / "d"), "--num-train", "3", "--num-val", "-1"], "val images"),
         (["make-data", "--out", str(tmp_path / "d"), "--num-train", "0", "--num-val", "0", "--num-test", "0"],
          "nothing to make"),

@@ -112,7 +112,7 @@ def test_override_edge_cases(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(Run, None, ["sizes=[1"])
     # Command-line options become overrides that keep their text: a '#' or a number-like name stays a string.
-    for name in ("run #2", "2024", "1e3", "%run"):
+    for name in ("run #2", "2024", "1e3", "%run", "runs/\U0001F600"):
         assert load_config(Run, None, [override("name", name)]).name == name
     monkeypatch.setenv("HOME", str(tmp_path))
     assert load_config(Run, None, ["name=~/runs/a"]).name == str(tmp_path / "runs" / "a")  # no shell expanded it

@@ -42,6 +42,7 @@ def image(h, w, seed=0, image_id=7):
 
 
 def test_adaptive_policy_is_predictor_then_resize_then_detector(detector, predictor_path):
+    assert PolicyContext(detector, "auto").predictor(str(predictor_path)).mean.device.type == "cpu"  # "auto" resolved
     ctx = PolicyContext(detector)
     [policy] = build_policies([{"kind": "adaptive", "predictor": str(predictor_path), "resampler": "bilinear"}], ctx)
     img = image(40, 60)

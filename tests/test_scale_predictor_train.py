@@ -248,10 +248,11 @@ def test_oracle_mode_with_a_real_detector(synth, tmp_path, capsys):
     # The cache names the detector by its files' contents: the same model under another path reuses it without
     # running it, other weights under the same path are refused rather than mixed in, and with the detector gone
     # a complete table is still read (with a warning).
-    def again(detector_path, name):
+    def again(detector_path, name, *more):
         return main(["train-scale", "--config", str(CONFIGS / "oracle.yaml"), "--no-progress",
                      *[f"--set={s}" for s in sets + [f"oracle.cache={out / 'oracle_table.jsonl'}",
-                                                     f"oracle.detector={detector_path}", f"out_dir={tmp_path / name}"]]])
+                                                     f"oracle.detector={detector_path}", f"out_dir={tmp_path / name}",
+                                                     *more]]])
 
     shutil.copytree(spec, tmp_path / "moved")
     assert again(tmp_path / "moved", "again") == 0 and len(list(open(out / "oracle_table.jsonl"))) == 1 + 3 * 2
@@ -259,4 +260,7 @@ def test_oracle_mode_with_a_real_detector(synth, tmp_path, capsys):
     build_model(tiny.model, synth["coco"]["categories"]).save_pretrained(tmp_path / "moved")  # retrained in place
     assert again(tmp_path / "moved", "other") == 2
     assert "made with other detector_sha256" in capsys.readouterr().err
-    assert again(tmp_path / "gone", "gone") == 0
+    assert again(tmp_path / "absent-detector", "gone") == 0
+    # ... but no entries are added under a detector that cannot be identified.
+    assert again(tmp_path / "absent-detector", "grow", "oracle.short_sides=[96, 128, 192]") == 2
+    assert "cannot be computed under its name" in capsys.readouterr().err

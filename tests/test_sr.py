@@ -210,6 +210,14 @@ def test_resize_matches_pil_and_resample_dispatch():
     assert model.upscale(torch.rand(0, 3, 5, 5), (9, 8)).shape == (0, 3, 9, 8)
 
 
+def test_reference_path_runs_where_the_model_is():
+    """The meta device stands in for a GPU: every tensor upscale_plain makes must follow the model there (upscale
+    reads tile bounds with int(), which meta tensors cannot give; it moves its inputs with .to(p.device))."""
+    model = random_model("liif-nano").to("meta")
+    x = torch.rand(1, 3, 5, 6)  # on the CPU, as a caller's image often is
+    assert model.upscale_plain(x, (9, 11)).device.type == "meta"
+
+
 def test_an_axis_that_shrinks_is_antialiased_while_the_other_grows():
     stripes = torch.zeros(1, 3, 40, 64)
     stripes[..., ::2] = 1  # one-pixel columns: any shrink of the width without antialiasing aliases them

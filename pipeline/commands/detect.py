@@ -56,9 +56,10 @@ def policy_entry(args) -> dict:
     """The policy config entry the command-line options describe."""
     given = {name for names in _POLICY_OPTIONS.values() for name in names if getattr(args, name) is not None}
     unused = sorted(given - _POLICY_OPTIONS[args.policy])
-    unused += ["max_size"] * (args.scale is not None and args.max_size is not None)  # a scale sets the whole size
     if unused:
         raise ValueError(f"--policy {args.policy} does not use {', '.join('--' + n.replace('_', '-') for n in unused)}")
+    if args.scale is not None and args.max_size is not None:  # a scale sets the whole size
+        raise ValueError("--max-size does not apply with --scale (the size is the original's times the scale)")
     max_size = 1333 if args.max_size is None else args.max_size
     resample = {"resampler": args.resampler, "sr_model": args.sr_model, "sr_min_factor": args.sr_min_factor}
     if args.policy == "fixed":

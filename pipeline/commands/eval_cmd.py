@@ -40,6 +40,7 @@ def evaluate(args):
     import torch.distributed as dist
 
     from ardet.config import load_config, override, save_config
+    from ardet.device import resolve_device
     from detector import load_detector
     from eval import CocoDataset, EvalConfig, check_fresh, check_resumable, read_image_ids, run_evaluation
     from pipeline.policies import PolicyContext, build_policies
@@ -52,11 +53,15 @@ def evaluate(args):
     out = Path(cfg.output)
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = cfg.device
+    device = str(resolve_device(cfg.device))  # "auto" -> "cuda" or "cpu"
     if world > 1 and not dist.is_initialized():  # launched by torchrun: one process per rank
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-        if device == "cuda":
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        if device.startswith("cuda"):
+            if device == "cuda":  # each rank its own GPU
+                device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+            torch.cuda.set_device(torch.device(device))
+            dist.init_process_group("nccl", device_id=torch.device(device))
+        else:
+            dist.init_process_group("gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
     try:
         if args.resume:
