@@ -50,15 +50,18 @@ def load_rows(run_dirs: list[str | os.PathLike]) -> list[dict]:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{path}: not valid JSON ({e}); re-run 'ardet eval --resume' on {run_dir}") from None
         for policy in summary["policies"]:
-            rows.append({**policy, "run": str(run_dir), "dataset": summary["dataset"], "backend": summary["backend"],
-                         "run_label": where.relative_to(common).as_posix() or where.name})
+            stats = {k: None if v is None or v < 0 else v for k, v in policy["stats"].items()}  # -1: no GT there
+            rows.append({**policy, "stats": stats, "run": str(run_dir), "dataset": summary["dataset"],
+                         "backend": summary["backend"], "run_label": where.relative_to(common).as_posix() or where.name})
     if not rows:
         raise ValueError("no policies in the given runs")
     names = [r["policy"] for r in rows]
     for r in rows:
         run_label = r.pop("run_label")
         r["label"] = r["policy"] if names.count(r["policy"]) == 1 else f"{run_label}/{r['policy']}"
-    for group in _same_images(rows):
+    for image_set, group in enumerate(_same_images(rows), 1):
+        for r in group:
+            r["image_set"] = image_set  # Pareto marks compare rows of one set only
         for stat in FRONT_STATS:
             marks = pareto_front([r["gflops"]["mean"]["total"] for r in group], [_metric(r, stat) for r in group])
             for r, mark in zip(group, marks):
@@ -90,8 +93,7 @@ def write_report(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) 
 
 
 def _metric(row: dict, stat: str) -> float | None:
-    value = row["stats"][stat]
-    return None if value is None or value < 0 else value  # pycocotools' -1: no ground truth in that range
+    return row["stats"][stat]  # None where pycocotools says -1: no ground truth in that range
 
 
 def _fmt(value: float | None, spec: str = ".3f") -> str:
@@ -99,11 +101,16 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
 
 
 def _markdown(rows: list[dict]) -> str:
-    datasets = sorted({f"{r['dataset']['annotations']} ({r['dataset']['num_images']} images)" for r in rows})
-    if len(_same_images(rows)) > 1:
-        datasets.append("the runs cover different images or ground truth, so Pareto marks compare policies within "
-                        "each set only")
-    head = ["policy", *TABLE_STATS, "GFLOPs/img", *(f"{s} GFLOPs" for s in STAGES), "img/s", "Pareto"]
+    sets: dict[int, dict] = {}
+    for r in rows:
+        sets.setdefault(r["image_set"], r["dataset"])
+    datasets = [("set %d: " % k if len(sets) > 1 else "") + f"{d['annotations']} ({d['num_images']} images)"
+                for k, d in sets.items()]
+    if len(sets) > 1:
+        datasets.append("the runs cover different images or ground truth (the set column), so Pareto marks compare "
+                        "policies within each set only")
+    head = ["policy", *(["set"] if len(sets) > 1 else []), *TABLE_STATS, "GFLOPs/img",
+            *(f"{s} GFLOPs" for s in STAGES), "img/s", "Pareto"]
     lines = ["# ardet evaluation report", "",
              f"Dataset: {'; '.join(datasets)}. COCOeval backend: {', '.join(sorted({r['backend'] for r in rows}))}.",
              "", "## Accuracy against compute", "",
@@ -112,7 +119,8 @@ def _markdown(rows: list[dict]) -> str:
         g = r["gflops"]["mean"]
         front = " ".join(f"**{s}**" for s in FRONT_STATS if r[f"pareto_{s}"]) or ""
         lines.append("| " + " | ".join([
-            r["label"], *(_fmt(_metric(r, s)) for s in TABLE_STATS), f"{g['total']:.2f}",
+            r["label"], *([str(r["image_set"])] if len(sets) > 1 else []), *(_fmt(_metric(r, s)) for s in TABLE_STATS),
+            f"{g['total']:.2f}",
             *(f"{g.get(s, 0.0):.2f}" for s in STAGES), _fmt(r["images_per_s"], ".2f"), front]) + " |")
     lines += ["", "AP columns are COCOeval bbox stats (pycocotools' definitions; `-` where there is no ground truth "
               "in that size range). GFLOPs are per image (2 FLOPs per multiply-add; MACs are half), measured with "
@@ -147,19 +155,24 @@ def _markdown(rows: list[dict]) -> str:
 
 def _csv(rows: list[dict]) -> str:
     stages = list(dict.fromkeys(s for r in rows for s in r["gflops"]["mean"]))
-    fields = ["label", "run", "policy", "num_images", "num_detections", *STAT_NAMES,
-              *(f"gflops_{s}" for s in stages), "gflops_std_total", *(f"seconds_{s}" for s in stages),
-              "images_per_s", "factor_mean", "factor_min", "factor_max", *(f"pareto_{s}" for s in FRONT_STATS)]
+    fields = ["label", "run", "policy", "image_set", "num_images", "num_detections", "backend", "adaptive",
+              *STAT_NAMES, *(f"gflops_{s}" for s in stages), *(f"gflops_std_{s}" for s in stages),
+              *(f"seconds_{s}" for s in stages), *(f"seconds_std_{s}" for s in stages),
+              *(f"peak_memory_bytes_{s}" for s in stages if s != "total"), "images_per_s", "factor_mean",
+              "factor_min", "factor_max", *(f"pareto_{s}" for s in FRONT_STATS)]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for r in rows:
         writer.writerow({
-            "label": r["label"], "run": r["run"], "policy": r["policy"], "num_images": r["num_images"],
-            "num_detections": r["num_detections"], **{s: _metric(r, s) for s in STAT_NAMES},  # empty: no GT there
+            "label": r["label"], "run": r["run"], "policy": r["policy"], "image_set": r["image_set"],
+            "num_images": r["num_images"], "num_detections": r["num_detections"], "backend": r["backend"],
+            "adaptive": r.get("adaptive", False), **{s: _metric(r, s) for s in STAT_NAMES},  # empty: no GT there
             **{f"gflops_{s}": r["gflops"]["mean"].get(s, 0.0) for s in stages},
-            "gflops_std_total": r["gflops"]["std"]["total"],
+            **{f"gflops_std_{s}": r["gflops"]["std"].get(s, 0.0) for s in stages},
             **{f"seconds_{s}": r["seconds"]["mean"].get(s, 0.0) for s in stages},
+            **{f"seconds_std_{s}": r["seconds"]["std"].get(s, 0.0) for s in stages},
+            **{f"peak_memory_bytes_{s}": r["peak_memory_bytes"].get(s) for s in stages if s != "total"},
             "images_per_s": r["images_per_s"], "factor_mean": sum(r["factors"]) / len(r["factors"]),
             "factor_min": min(r["factors"]), "factor_max": max(r["factors"]),
             **{f"pareto_{s}": r[f"pareto_{s}"] for s in FRONT_STATS}})
@@ -171,10 +184,14 @@ def _figure(rows: list[dict]) -> bytes:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     adaptive = [r for r in rows if r.get("adaptive")]
     panels = len(FRONT_STATS) + bool(adaptive)
-    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.6), squeeze=False)
+    sets = sorted({r["image_set"] for r in rows})
+    legend_rows = math.ceil((len(rows) + len(sets)) / 4)  # one entry per row and per front
+    height = 4.6 + 0.22 * legend_rows  # the legend gets its own space below the panels, however long
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, height), squeeze=False)
     axes = axes[0]
     axes[1].sharex(axes[0])  # the same compute axis for both fronts
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -188,35 +205,42 @@ def _figure(rows: list[dict]) -> bytes:
                 color, marker = style[r["label"]]
                 ax.scatter(cost, value, s=70, color=color, marker=marker, label=r["label"], zorder=3,
                            edgecolors="black" if r[f"pareto_{stat}"] else "none", linewidths=1.2)
-        front = sorted((c, _metric(r, stat)) for r, c in zip(rows, costs) if r[f"pareto_{stat}"])
-        if front:
-            ax.step(*zip(*front), where="post", color="0.35", linestyle="--", linewidth=1.2, zorder=2,
-                    label="Pareto front")
-        else:
+        for k, linestyle in zip(sets, ["--", ":", "-.", (0, (5, 1, 1, 1))] * len(sets)):  # one front per image set
+            front = sorted((c, _metric(r, stat)) for r, c in zip(rows, costs)
+                           if r[f"pareto_{stat}"] and r["image_set"] == k)
+            if front:
+                ax.step(*zip(*front), where="post", color="0.35", linestyle=linestyle, linewidth=1.2, zorder=2,
+                        label="Pareto front" + (f", image set {k}" if len(sets) > 1 else ""))
+        if all(_metric(r, stat) is None for r in rows):
             ax.text(0.5, 0.5, f"no {stat} (no ground truth in that range)", transform=ax.transAxes, ha="center")
         if costs and max(costs) > 10 * max(min(costs), 1e-9):
             ax.set_xscale("log")
         shown = [v for v in (_metric(r, stat) for r in rows) if v is not None]
         if shown:  # AP lives in [0, 1]: never show negative ticks, keep a little headroom
-            ax.set_ylim(-0.02 * max(max(shown), 0.05), 1.15 * max(max(shown), 0.05))
+            top = max(shown) or 0.05
+            ax.set_ylim(-0.02 * top, 1.15 * top)
         ax.set_xlabel("mean compute per image (GFLOPs, all stages)")
         ax.set_ylabel(f"COCO {stat} (IoU .50:.95)")
         ax.set_title(f"{stat} vs compute")
         ax.grid(True, alpha=0.3)
     if adaptive:
         ax = axes[-1]
+        factors = [f for r in adaptive for f in r["factors"]]
+        bins = np.linspace(min(factors), max(factors), 21) if max(factors) > min(factors) else 20  # shared bins
         for r in adaptive:
-            ax.hist(r["factors"], bins=20, alpha=0.6, color=style[r["label"]][0], label=r["label"])
+            ax.hist(r["factors"], bins=bins, histtype="step", linewidth=1.6, color=style[r["label"]][0],
+                    label=r["label"])
         ax.set_xlabel("scale factor (input size / original size)")
         ax.set_ylabel("images")
         ax.set_title("Chosen scale factors (adaptive policies)")
+        if len(adaptive) <= 8:  # colours repeat across the shared legend's rows; more would cover the panel
+            ax.legend(fontsize=7, frameon=False)
         ax.grid(True, alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     fig.legend(unique.values(), unique.keys(), loc="lower center", ncol=min(len(unique), 4), frameon=False,
                fontsize=9, bbox_to_anchor=(0.5, 0.0))
-    rows_of_legend = math.ceil(len(unique) / 4)
-    fig.tight_layout(rect=(0, 0.06 * rows_of_legend + 0.02, 1, 1))
+    fig.tight_layout(rect=(0, (0.22 * legend_rows + 0.15) / height, 1, 1))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)

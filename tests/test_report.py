@@ -104,7 +104,16 @@ def test_pareto_marks_compare_runs_on_the_same_images_only(tmp_path):
     subset = fake_run(tmp_path / "subset", [("easy", 0.6, 20.0)], num_images=6)  # AP on 6 easy images
     rows = {r["label"]: r for r in load_rows([full, subset])}
     assert rows["dear"]["pareto_AP"] and rows["cheap"]["pareto_AP"] and rows["easy"]["pareto_AP"]
-    assert "different images" in write_report([full, subset], tmp_path / "o")["report.md"].read_text()
+    paths = write_report([full, subset], tmp_path / "o")
+    assert "different images" in paths["report.md"].read_text() and "set 2: gt.json (6 images)" in paths[
+        "report.md"].read_text()
+    assert rows["easy"]["image_set"] != rows["cheap"]["image_set"] == rows["dear"]["image_set"]
+    csv_rows = {r["label"]: r for r in csv.DictReader(paths["results.csv"].open())}
+    assert csv_rows["easy"]["image_set"] != csv_rows["cheap"]["image_set"]  # the CSV's Pareto flags need it
+    assert {"gflops_std_detector", "seconds_std_total", "peak_memory_bytes_detector"} <= csv_rows["easy"].keys()
+    low = write_report([fake_run(tmp_path / "low", [("low", 0.1, 5.0)])], tmp_path / "low-report")
+    saved = json.loads(low["results.json"].read_text())["policies"][0]
+    assert saved["stats"]["AP_S"] is None  # pycocotools' -1 (no ground truth there), as the CSV's blank
     # Runs are compared by contents: the same file under another path is the same data, a file rewritten in place
     # (new ground truth) is not.
     same = {"image_ids_sha256": "ids"}
