@@ -57,9 +57,17 @@ class DataConfig:
     cache: str = "runs/sr/teacher-cache"  # the teacher's outputs, one file per render keyed by teacher weights and LR
 
     def __post_init__(self):
-        check_numbers(self, "data", positive=("patch", "queries", "scale_min"), non_negative=("synthetic", "renders"))
+        check_numbers(self, "data", positive=("patch", "queries", "scale_min", "scale_max"),
+                      non_negative=("synthetic", "renders"))
         if self.scale_min > self.scale_max:
             raise ValueError(f"data.scale_min must be <= data.scale_max, got {self.scale_min} > {self.scale_max}")
+        need = round(self.patch * self.scale_max)  # the largest HR crop a sample takes
+        if self.max_side is not None and self.max_side < need:
+            raise ValueError(f"data.max_side {self.max_side} is below data.patch x data.scale_max = {need}: the "
+                             f"largest scales could not be cut from the cropped images")
+        if not self.renders and self.queries > self.patch ** 2:  # at scale 1 a crop has patch^2 HR pixels
+            raise ValueError(f"data.queries {self.queries} exceeds data.patch^2 = {self.patch ** 2}, the HR pixels "
+                             f"of a crop at scale 1")
 
 
 @dataclass
@@ -113,7 +121,7 @@ def load_images(cfg: DataConfig) -> list[torch.Tensor]:
 
         images += [torch.from_numpy(render_image(0, "train", i, kind)[0]).permute(2, 0, 1).float() / 255
                    for i, kind in enumerate(split_kinds(0, "train", cfg.synthetic))]
-    images = [_centre_crop(im, cfg.max_side) for im in images if min(im.shape[-2:]) >= need]
+    images = [im for im in (_centre_crop(im, cfg.max_side) for im in images) if min(im.shape[-2:]) >= need]
     if not images:
         raise ValueError(f"no training images of at least {need} px a side in {[str(f) for f in folders]}")
     return images
@@ -252,6 +260,15 @@ class Batches(torch.utils.data.Dataset):
                 else sample_batch(self.images, self.cfg, self.batch, gen))
 
 
+def _weights_identity(cfg: Config) -> dict:
+    """The sha256 of the teacher and init weights a run uses: a file replaced under the same path between a run and
+    its resume would mix two teachers (or two starts) in one model."""
+    from ardet.files import sha256
+
+    return {key: sha256(weights_file(name)) for key, name in (("teacher", cfg.data.teacher),
+                                                                ("init", cfg.model.init)) if name}
+
+
 # What a resumed run may set differently: more steps, logging, loader workers, folder, device, the teacher cache.
 _MAY_CHANGE = ("train.steps", "train.workers", "train.log_every", "train.checkpoint_every", "train.out_dir",
                "train.device", "data.cache")
@@ -268,17 +285,27 @@ def train(cfg: Config) -> Path:
     torch.manual_seed(cfg.train.seed)
     if cfg.model.init and cfg.model.args:
         raise ValueError("model: args apply to a new model (name), not to init weights")
-    model = load_model(cfg.model.init) if cfg.model.init else create_model(cfg.model.name, **cfg.model.args)
+    model = create_model(cfg.model.name, **cfg.model.args)
+    if cfg.model.init:
+        init = load_model(cfg.model.init)
+        if init.args != model.args:  # training it would save a model the config does not describe
+            raise ValueError(f"model.init {cfg.model.init} is not a {cfg.model.name} (its args {init.args}, the "
+                             f"name's {model.args}); name its architecture in model.name")
+        model = init
     device = resolve_device(cfg.train.device, "train.device")
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
-    step, last = 0, out / "last.pt"
+    step, last, losses, seconds = 0, out / "last.pt", [], 0.0
+    resume = {**resume_key(cfg, _MAY_CHANGE), "weights": _weights_identity(cfg)}
     if last.exists():
         state = load_torch_checkpoint(last, device)
-        check_resume(state.get("config"), resume_key(cfg, _MAY_CHANGE), last)
+        saved = state.get("config")
+        check_resume(saved, resume if saved is None or "weights" in saved else resume_key(cfg, _MAY_CHANGE), last)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        step = state["step"]
+        step, seconds = state["step"], state.get("seconds", 0.0)
+        # The steps since the last log record: the next record averages them too, as an uninterrupted run's does.
+        losses = [torch.tensor(v, device=device) for v in state.get("pending_losses", [])]
         log.info("resumed %s at step %d", last, step)
     save_config(cfg, out)  # after the resume check: a refused run leaves the folder's config as it was
     images = load_images(cfg.data)
@@ -293,7 +320,7 @@ def train(cfg: Config) -> Path:
         pin_memory=device.type == "cuda")
     truncate_jsonl(out / "log.jsonl", step)
     history = JsonlWriter(out / "log.jsonl")
-    losses, start = [], time.time()
+    start = time.time() - seconds  # a resumed run's log counts the time of the runs before it
     for step, batch in tqdm(zip(range(step + 1, cfg.train.steps + 1), batches), initial=step,
                             total=cfg.train.steps, desc="train-sr"):  # counted per pair: the bar reaches N/N
         for group in opt.param_groups:
@@ -322,7 +349,8 @@ def train(cfg: Config) -> Path:
         if saves:
             buf = io.BytesIO()
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                        "config": resume_key(cfg, _MAY_CHANGE)}, buf)
+                        "seconds": time.time() - start, "pending_losses": [float(v) for v in losses],
+                        "config": resume}, buf)
             atomic_write_bytes(last, buf.getvalue())
             save_model(model, out / "model.safetensors")
     # Again at the end: a rerun of a finished run trains no step, and a kill may have fallen between the two writes.

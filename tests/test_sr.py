@@ -315,6 +315,49 @@ def test_train_sr_writes_checkpoints_and_resumes_exactly(tmp_path):
     assert main(base + ["--set", "train.steps=4", "--set", f"train.out_dir={tmp_path / 'b'}"]) == 2
 
 
+def test_train_sr_killed_and_resumed_logs_as_an_uninterrupted_run(tmp_path, monkeypatch, capsys):
+    import sr.train
+
+    rng = np.random.default_rng(8)
+    (tmp_path / "hr").mkdir()
+    Image.fromarray((rng.random((100, 110, 3)) * 255).astype(np.uint8)).save(tmp_path / "hr" / "0.png")
+    base = ["train-sr", "--config", "configs/sr/liif-nano.yaml", "--set", f"data.dir={tmp_path / 'hr'}",
+            "--set", "data.package=null", "--set", "data.synthetic=0", "--set", "data.renders=0", "--set",
+            "data.patch=16", "--set", "data.queries=64", "--set", "data.max_side=null", "--set", "data.teacher=null",
+            "--set", "train.batch=2",
+            "--set", "train.workers=0", "--set", "train.steps=4", "--set", "train.checkpoint_every=2",
+            "--set", "train.log_every=3"]  # the step-2 checkpoint falls between two log records
+    assert main(base + ["--set", f"train.out_dir={tmp_path / 'a'}"]) == 0
+    save = sr.train.save_model
+
+    def save_then_die(model, path):  # killed right after the step-2 checkpoint
+        save(model, path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sr.train, "save_model", save_then_die)
+    assert main(base + ["--set", f"train.out_dir={tmp_path / 'b'}"]) == 130
+    monkeypatch.undo()
+    assert main(base + ["--set", f"train.out_dir={tmp_path / 'b'}"]) == 0
+    a, b = ([json.loads(line) for line in (tmp_path / d / "log.jsonl").read_text().splitlines()] for d in "ab")
+    assert [r["step"] for r in b] == [r["step"] for r in a] == [3, 4]
+    assert [r["loss"] for r in b] == pytest.approx([r["loss"] for r in a], rel=1e-6)  # steps 1-3 in the first record
+    # A teacher or init file replaced between a run and its resume, or an init of another architecture: refused.
+    sr.save_model(random_model("liif-nano", seed=1), tmp_path / "init.safetensors")
+    capsys.readouterr()
+    assert main(base + ["--set", f"model.init={tmp_path / 'init.safetensors'}", "--set", "train.steps=2",
+                        "--set", f"train.out_dir={tmp_path / 'c'}"]) == 0
+    sr.save_model(random_model("liif-nano", seed=2), tmp_path / "init.safetensors")
+    assert main(base + ["--set", f"model.init={tmp_path / 'init.safetensors'}",
+                        "--set", f"train.out_dir={tmp_path / 'c'}"]) == 2
+    assert "weights.init" in capsys.readouterr().err
+    assert main(base + ["--set", "model.init=liif-small", "--set", f"train.out_dir={tmp_path / 'd'}"]) == 2
+    assert "is not a liif-nano" in capsys.readouterr().err
+    for bad, message in (("data.max_side=40", "max_side 40 is below"), ("data.queries=300", "exceeds data.patch^2"),
+                         ("data.scale_max=.inf", "scale_max")):
+        assert main(base + ["--set", bad, "--set", f"train.out_dir={tmp_path / 'e'}"]) == 2
+        assert message in capsys.readouterr().err
+
+
 def test_train_sr_stops_on_a_non_finite_loss_and_keeps_the_last_finite_checkpoint(tmp_path, capsys):
     (tmp_path / "hr").mkdir()
     Image.fromarray((np.random.default_rng(8).random((64, 64, 3)) * 255).astype(np.uint8)).save(tmp_path / "hr/0.png")
@@ -450,7 +493,7 @@ def test_training_images_centre_cropped_and_generated(tmp_path):
 
     big = (np.random.default_rng(3).random((300, 200, 3)) * 255).astype(np.uint8)
     Image.fromarray(big).save(tmp_path / "big.png")
-    images = load_images(DataConfig(dir=str(tmp_path), max_side=128, synthetic=2, patch=16))
+    images = load_images(DataConfig(dir=str(tmp_path), max_side=128, synthetic=2, patch=16, queries=64))
     assert [tuple(im.shape) for im in images] == [(3, 128, 128), (3, 128, 128), (3, 128, 128)]
     np.testing.assert_allclose(images[0].permute(1, 2, 0).numpy() * 255, big[86:214, 36:164], atol=1e-3)
     for i, kind in enumerate(split_kinds(0, "train", 2)):  # the detection data's train split, never its test split
