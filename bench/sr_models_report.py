@@ -124,16 +124,21 @@ def detection_tables(results: Path, sizes=(256, 288)) -> str:
         for p in sorted(rows, key=lambda p: p["gflops"]["mean"]["total"]):
             resampler = p["policy"][len(f"fixed-{size}-"):].removesuffix("-max512")
             g = p["gflops"]["mean"]
-            lines.append(f"| {size} | {resampler} | {p['stats']['AP']:.4f} | {p['stats']['AP_S']:.4f} | "
+            lines.append(f"| {size} | {resampler} | {_ap(p, 'AP')} | {_ap(p, 'AP_S')} | "
                          f"{100 * (p['stats']['AP'] - base):+.2f} | {g['resample']:.3f} | {g['total']:.3f} |")
     lines += ["", "| policy | images rendered by SR | AP | AP_S | GFLOPs / image | on the front |",
               "| --- | --- | --- | --- | --- | --- |"]
     for p in sorted((p for p in policies if p["adaptive"] and p["policy"].startswith("adaptive")),
                     key=lambda p: p["gflops"]["mean"]["total"]):
         lines.append(f"| {p['policy']} | {p['resamplers'].get('liif', 0)} / {p['num_images']} | "
-                     f"{p['stats']['AP']:.4f} | {p['stats']['AP_S']:.4f} | {p['gflops']['mean']['total']:.3f} | "
+                     f"{_ap(p, 'AP')} | {_ap(p, 'AP_S')} | {p['gflops']['mean']['total']:.3f} | "
                      f"{'yes' if p['pareto_AP'] else ''} |")
     return "\n".join(lines)
+
+
+def _ap(policy: dict, stat: str) -> str:
+    value = policy["stats"][stat]
+    return "-" if value is None or value < 0 else f"{value:.4f}"  # null / -1: no ground truth in that range
 
 
 def plot(reports: dict[str, dict[int, dict]], data: str, scale: int, out: Path) -> None:

@@ -238,7 +238,7 @@ def _figure(rows: list[dict]) -> bytes:
         ax.grid(True, alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     unique = dict(zip(labels, handles))
-    fig.legend(unique.values(), unique.keys(), loc="lower center", ncol=min(len(unique), 4), frameon=False,
+    fig.legend(unique.values(), unique.keys(), loc="lower center", ncol=max(1, min(len(unique), 4)), frameon=False,
                fontsize=9, bbox_to_anchor=(0.5, 0.0))
     fig.tight_layout(rect=(0, (0.22 * legend_rows + 0.15) / height, 1, 1))
     buf = io.BytesIO()

@@ -258,8 +258,10 @@ def _oracle_table(cfg: TrainScaleConfig, model: ScalePredictor, data: CocoScaleD
             raise ValueError(f"oracle mode: {cache} lacks entries, and {unidentified}, so they cannot be computed "
                              f"under its name (a hub id: download it once, e.g. with `ardet flops --detector ID "
                              f"--size 64x64`)")
-        det = detector.load_detector(o.detector, device=resolve_device(o.device, "oracle.device"),
-                                     categories=data.categories)
+        with torch.random.fork_rng():  # a YAML detector's random init from the seed alone, whatever ran before
+            torch.manual_seed(cfg.seed)
+            det = detector.load_detector(o.detector, device=resolve_device(o.device, "oracle.device"),
+                                         categories=data.categories)
         return detector_run(o, data, det)
 
     return build_oracle_table(items, o.short_sides, run, cache, make_run=make_run, multiple=model.multiple,

@@ -65,9 +65,10 @@ class DataConfig:
         if self.max_side is not None and self.max_side < need:
             raise ValueError(f"data.max_side {self.max_side} is below data.patch x data.scale_max = {need}: the "
                              f"largest scales could not be cut from the cropped images")
-        if not self.renders and self.queries > self.patch ** 2:  # at scale 1 a crop has patch^2 HR pixels
-            raise ValueError(f"data.queries {self.queries} exceeds data.patch^2 = {self.patch ** 2}, the HR pixels "
-                             f"of a crop at scale 1")
+        smallest = round(self.patch * min(self.scale_min, 1.0))  # a crop's side at the smallest scale
+        if not self.renders and self.queries > smallest ** 2:
+            raise ValueError(f"data.queries {self.queries} exceeds the {smallest ** 2} HR pixels of a crop at the "
+                             f"smallest scale ({smallest}^2)")
 
 
 @dataclass
@@ -283,14 +284,14 @@ def train(cfg: Config) -> Path:
     out = Path(cfg.train.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.train.seed)
-    if cfg.model.init and cfg.model.args:
-        raise ValueError("model: args apply to a new model (name), not to init weights")
+    if cfg.data.teacher and not cfg.data.renders:
+        raise ValueError("data.teacher needs data.renders > 0 (the teacher's outputs are rendered once per render)")
     model = create_model(cfg.model.name, **cfg.model.args)
     if cfg.model.init:
         init = load_model(cfg.model.init)
         if init.args != model.args:  # training it would save a model the config does not describe
-            raise ValueError(f"model.init {cfg.model.init} is not a {cfg.model.name} (its args {init.args}, the "
-                             f"name's {model.args}); name its architecture in model.name")
+            raise ValueError(f"model.init {cfg.model.init} is not the configured model (its args {init.args}, "
+                             f"model.name and model.args give {model.args}); describe its architecture there")
         model = init
     device = resolve_device(cfg.train.device, "train.device")
     model.to(device).train()
@@ -310,8 +311,6 @@ def train(cfg: Config) -> Path:
     save_config(cfg, out)  # after the resume check: a refused run leaves the folder's config as it was
     images = load_images(cfg.data)
     log.info("%d training images; training on %s", len(images), device)
-    if cfg.data.teacher and not cfg.data.renders:
-        raise ValueError("data.teacher needs data.renders > 0 (the teacher's outputs are rendered once per render)")
     renders = (make_renders(images, cfg.data, torch.Generator().manual_seed(cfg.train.seed + 1), device)
                if cfg.data.renders else None)
     batches = torch.utils.data.DataLoader(

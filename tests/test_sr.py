@@ -351,9 +351,12 @@ def test_train_sr_killed_and_resumed_logs_as_an_uninterrupted_run(tmp_path, monk
                         "--set", f"train.out_dir={tmp_path / 'c'}"]) == 2
     assert "weights.init" in capsys.readouterr().err
     assert main(base + ["--set", "model.init=liif-small", "--set", f"train.out_dir={tmp_path / 'd'}"]) == 2
-    assert "is not a liif-nano" in capsys.readouterr().err
-    for bad, message in (("data.max_side=40", "max_side 40 is below"), ("data.queries=300", "exceeds data.patch^2"),
-                         ("data.scale_max=.inf", "scale_max")):
+    assert "is not the configured model" in capsys.readouterr().err
+    sr.save_model(sr.create_model("liif-nano", lr_skip=False), tmp_path / "plain.safetensors")  # args describe it
+    assert main(base + ["--set", f"model.init={tmp_path / 'plain.safetensors'}", "--set", "model.args={lr_skip: false}",
+                        "--set", "train.steps=1", "--set", f"train.out_dir={tmp_path / 'f'}"]) == 0
+    for bad, message in (("data.max_side=40", "max_side 40 is below"), ("data.queries=300", "HR pixels of a crop"),
+                         ("data.scale_max=.inf", "scale_max"), ("data.scale_min=0.4", "HR pixels of a crop")):
         assert main(base + ["--set", bad, "--set", f"train.out_dir={tmp_path / 'e'}"]) == 2
         assert message in capsys.readouterr().err
 
