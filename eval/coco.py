@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+from PIL import Image
+
 from ardet.coco import load_coco_json
 from ardet.images import LoadedImage, load_image
 
@@ -43,6 +45,13 @@ class CocoDataset:
         if absent:
             raise FileNotFoundError(f"{len(absent)} image file(s) listed in {self.annotations_path.name} are not in "
                                     f"{self.images_dir}: {absent[:3]}")
+        for i in ids:  # from the file headers, before any record is written (a corrupt file fails at its load)
+            try:
+                with Image.open(self.image_path(i)) as im:
+                    size = (im.height, im.width)
+            except (OSError, SyntaxError, ValueError):
+                continue
+            self._check_size(i, size)
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -63,12 +72,16 @@ class CocoDataset:
     def load(self, image_id: int) -> LoadedImage:
         """Decode one image with the shared loader; its size is checked against the JSON's width/height."""
         image = load_image(self.image_path(image_id), image_id=image_id)
-        info = self._images[image_id]
-        expected = (info.get("height"), info.get("width"))
-        if None not in expected and image.size != expected:
-            raise ValueError(f"{image.path}: decoded size {image.size} (h, w) differs from the annotation file's "
-                             f"{expected}; boxes would not line up")
+        self._check_size(image_id, image.size)
         return image
+
+    def _check_size(self, image_id: int, size: tuple[int, int]) -> None:
+        """The image's (h, w) against whichever of the JSON's height and width it gives."""
+        info = self._images[image_id]
+        for key, value in zip(("height", "width"), size):
+            if info.get(key) is not None and info[key] != value:
+                raise ValueError(f"{self.image_path(image_id)}: its size (h, w) {size} differs from the annotation "
+                                 f"file's {key} {info[key]}; boxes would not line up")
 
 
 def read_image_ids(path: str | os.PathLike) -> list[int]:

@@ -104,7 +104,12 @@ class SinglePassPolicy:
 
     @torch.no_grad()
     def __call__(self, image: LoadedImage) -> ImageResult:
-        x, size, factor, used = self.preprocess(image)
+        return self.detect(image, *self.preprocess(image))
+
+    @torch.no_grad()
+    def detect(self, image: LoadedImage, x: torch.Tensor, size: tuple[int, int], factor: float,
+               used: str) -> ImageResult:
+        """The detector on :meth:`preprocess`'s output; the result carries every cost since it started."""
         # DETR's FLOPs depend on the input shape only, not on the original size boxes are mapped back to.
         detections = self.meter.measure("detector", self.detector.detect, [x[0]], [image.size], flops_key=size)[0]
         return ImageResult(detections, size, factor, used, **self.meter.take())
@@ -182,14 +187,17 @@ def uncertainty(detections: Detections, input_size: tuple[int, int], original_si
         keep = scores >= confident
         if not keep.any():
             return 0.0
-        ratio = min(input_size[0] / original_size[0], input_size[1] / original_size[1])
-        return float((detections.boxes[keep, 2:].min(-1).values * ratio < tiny_side).float().mean())
+        w, h = detections.boxes[keep, 2], detections.boxes[keep, 3]  # COCO xywh in original pixels
+        at_input = torch.minimum(w * input_size[1] / original_size[1], h * input_size[0] / original_size[0])
+        return float((at_input < tiny_side).float().mean())
     raise ValueError(f"uncertainty score must be one of {', '.join(UNCERTAINTY_SCORES)}, got {score!r}")
 
 
 class CascadePolicy:
     """Little-Big for detection: detect at a low size; only when the image-level uncertainty reaches ``threshold``,
-    detect again at a high size (fixed, or the predictor's) and keep that pass. The cost counts both passes."""
+    detect again at a high size (fixed and larger than ``low``, or the predictor's) and keep that pass. The cost
+    counts both passes. When the predictor asks for no more than the first pass had, the first pass is kept
+    (``extra``: ``rerun`` false, ``high_size``), and only the predictor's cost is added."""
 
     adaptive = True
 
@@ -200,6 +208,9 @@ class CascadePolicy:
         resampler = _resampler(resampler)
         if (high is None) == (predictor is None):
             raise ValueError("cascade policy: give exactly one of a fixed `high` size and a scale predictor")
+        if high is not None and high <= low:
+            raise ValueError(f"cascade policy: the second pass must be larger than the first, got low={low}, "
+                             f"high={high}")
         if score not in UNCERTAINTY_SCORES:
             raise ValueError(f"cascade policy: score must be one of {', '.join(UNCERTAINTY_SCORES)}, got {score!r}")
         if not math.isfinite(threshold):
@@ -210,13 +221,17 @@ class CascadePolicy:
             raise ValueError(f"cascade policy: unknown score_args {sorted(unknown)}; known: {', '.join(known)} "
                              f"(pipeline.uncertainty)")
         self.score, self.threshold, self.score_args = score, float(threshold), dict(score_args or {})
+        _check_score_args(self.score_args)
         if knob is not None and predictor is None:
             raise ValueError("cascade policy: knob steers the predictor of the second pass; with a fixed high size "
                              "there is none")
         self.fixed_low = FixedPolicy(detector, low, max_size, resampler, name="low")
         self.high = (FixedPolicy(detector, high, max_size, resampler, name="high") if predictor is None
                      else AdaptivePolicy(detector, predictor, resampler, knob=knob, name="high"))
-        self.name = name or f"cascade-{low}-{high or 'adaptive'}-{score}{threshold:g}" + _min_factor_tag(resampler)
+        self.name = name or (f"cascade-{low}-{high or 'adaptive'}-{score}{threshold:g}"
+                             + ("" if knob is None else f"-knob{knob:g}")
+                             + ("" if resampler.mode == "bilinear" else f"-{resampler.mode}")
+                             + _min_factor_tag(resampler))
 
     @torch.no_grad()
     def __call__(self, image: LoadedImage) -> ImageResult:
@@ -225,7 +240,12 @@ class CascadePolicy:
         extra = {"uncertainty": u, "rerun": u >= self.threshold, "low_size": list(first.size)}
         if not extra["rerun"]:
             return dataclasses.replace(first, extra=extra)
-        second = self.high(image)
+        x, size, factor, used = self.high.preprocess(image)
+        if size[0] <= first.size[0] and size[1] <= first.size[1]:  # the predictor asks for no more than low had:
+            extra.update(rerun=False, high_size=list(size))  # keep the first pass, paying only for the decision
+            second = dataclasses.replace(first, **self.high.meter.take())
+        else:
+            second = self.high.detect(image, x, size, factor, used)
 
         def merged(field_name: str, combine: Callable) -> dict:  # per stage, over the passes that ran it
             a, b = getattr(first, field_name), getattr(second, field_name)
@@ -236,6 +256,17 @@ class CascadePolicy:
             peak_memory_bytes=merged("peak_memory_bytes", max),  # the passes run one after the other
             flops_source=merged("flops_source", lambda s: "counted" if set(s) == {"counted"} else "shape-cache"),
             uncounted_ops=tuple(sorted({*first.uncounted_ops, *second.uncounted_ops})))
+
+
+def _check_score_args(args: dict) -> None:
+    """Values of :func:`uncertainty`'s options, checked when a policy is built rather than on its first image."""
+    top_k, band = args.get("top_k", 5), args.get("band", (0.2, 0.6))
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"cascade policy: score_args.top_k must be an integer >= 1, got {top_k!r}")
+    if not (isinstance(band, (list, tuple)) and len(band) == 2 and 0 <= band[0] < band[1] <= 1):
+        raise ValueError(f"cascade policy: score_args.band must be [lo, hi] with 0 <= lo < hi <= 1, got {band!r}")
+    if not args.get("tiny_side", 16.0) > 0 or not 0 <= args.get("confident", 0.3) <= 1:
+        raise ValueError(f"cascade policy: score_args need tiny_side > 0 and confident in [0, 1], got {args}")
 
 
 class OraclePolicy:
@@ -251,6 +282,8 @@ class OraclePolicy:
                  resampler: str | sr.Resampler = "bilinear", lam: float = 0.0, name: str | None = None):
         from scale_predictor.oracle import image_quality
 
+        if not (math.isfinite(lam) and lam >= 0):
+            raise ValueError(f"oracle policy: lam must be a finite number >= 0, got {lam}")
         self.lam, self.quality, self.categories = float(lam), image_quality, dataset.categories
         self.images = {img["id"]: img for img in dataset.gt["images"]}
         self.annotations: dict[int, list[dict]] = {i: [] for i in self.images}

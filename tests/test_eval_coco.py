@@ -54,9 +54,10 @@ def test_missing_files_and_size_mismatch(tmp_path):
     with pytest.raises(FileNotFoundError, match="image folder"):
         CocoDataset(gt_path, tmp_path / "nope")
     data["images"][0]["height"] = 999
+    del data["images"][0]["width"]  # one of the two given is checked too
     gt_path.write_text(json.dumps(data))
-    with pytest.raises(ValueError, match="differs"):
-        CocoDataset(gt_path, img_dir, limit=1).load(10)
+    with pytest.raises(ValueError, match="differs from the annotation file's height 999"):
+        CocoDataset(gt_path, img_dir, limit=1)  # from the file header, before any image is evaluated
 
 
 def test_malformed_json_is_a_clear_error(tmp_path):

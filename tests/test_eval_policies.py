@@ -108,7 +108,7 @@ def test_sr_min_factor_keeps_the_model_for_large_enlargements_only(detector):
     policy = FixedPolicy(detector, short=40, max_size=100, resampler=sr.Resampler("liif", model, 1.5))
     assert policy.name == "fixed-40-liif-max100-above1.5"
     cascade = CascadePolicy(detector, 32, 48, 100, resampler=sr.Resampler("liif", model, 1.5))
-    assert cascade.name == "cascade-32-48-low_confidence0.5-above1.5"
+    assert cascade.name == "cascade-32-48-low_confidence0.5-liif-above1.5"  # told apart from bilinear ones
     small_step = policy(image(30, 40))  # x1.33: interpolated, exactly as sr.resize
     assert small_step.resampler == "bilinear" and small_step.size == (40, 53)
     assert small_step.flops["resample"] == count_flops(sr.resize, image(30, 40).pixels[None], (40, 53))[1].flops

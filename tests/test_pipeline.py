@@ -71,6 +71,8 @@ def test_uncertainty_scores_by_hand():
     assert uncertainty(d, (100, 100), (100, 100), "ambiguous", band=(0.2, 0.6)) == 2.0
     # confident boxes (>= 0.3): shorter sides 10, 40, 8 at the input scale 0.5 -> 5, 20, 4; below 16 px: 2 of 3
     assert uncertainty(d, (50, 50), (100, 100), "tiny", confident=0.3, tiny_side=16) == pytest.approx(2 / 3)
+    # per axis: a 100x15 box (w x h) of a 480x640 image seen at 512x682 is 15 * 512/480 = 16.0 px tall, not tiny
+    assert uncertainty(_dets([0.9], [[0, 0, 100, 15]]), (512, 682), (480, 640), "tiny", tiny_side=16) == 0.0
     with pytest.raises(ValueError, match="score must be one of"):
         uncertainty(d, (1, 1), (1, 1), "entropy")
 
@@ -92,6 +94,23 @@ def test_cascade_counts_both_passes_only_when_it_reruns(detector, threshold, rer
         assert set(getattr(result, key)) == {*getattr(low, key), *(getattr(high, key) if rerun else {})}
     with pytest.raises(ValueError, match="knob steers the predictor"):  # a fixed second pass would ignore it
         CascadePolicy(detector, low=32, high=96, knob=0.5)
+    with pytest.raises(ValueError, match="must be larger than the first"):
+        CascadePolicy(detector, low=96, high=32)
+    for bad in ({"top_k": 0}, {"band": (0.6, 0.2)}, {"tiny_side": -1}):  # would fail or mislead on the first image
+        with pytest.raises(ValueError, match="score_args"):
+            CascadePolicy(detector, low=32, high=96, score_args=bad)
+
+
+def test_adaptive_cascade_skips_a_second_pass_no_larger_than_the_first(detector, predictor_path):
+    predictor = PolicyContext(detector).predictor(str(predictor_path))  # sizes in [32, 96] for small images
+    img = image(48, 64)
+    decided = predictor.predict([img.pixels], [img.size])[0].size
+    cascade = CascadePolicy(detector, low=max(decided), max_size=200, threshold=0.0, predictor=predictor)
+    result = cascade(img)
+    first = FixedPolicy(detector, max(decided), 200)(img)
+    assert result.extra["rerun"] is False and result.extra["high_size"] == list(decided)
+    assert result.size == first.size and torch.equal(result.detections.scores, first.detections.scores)
+    assert result.flops["detector"] == first.flops["detector"] and result.flops["predictor"] > 0  # the decision
 
 
 def test_oracle_keeps_the_candidate_with_the_best_per_image_ap(detector, tmp_path):
