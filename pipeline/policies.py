@@ -95,7 +95,12 @@ class SinglePassPolicy:
         rendered it: ``Resampler.method``, "none" when the size is unchanged).
         The costs stay in :attr:`meter` until ``meter.take()``."""
         self.meter.reset()  # an earlier call that raised must not bill its stages to this image
-        size, factor = self.decide(image)
+        return self.render(image, *self.decide(image))
+
+    @torch.no_grad()
+    def render(self, image: LoadedImage, size: tuple[int, int], factor: float
+               ) -> tuple[torch.Tensor, tuple[int, int], float, str]:
+        """:meth:`preprocess` after the decision: ``image`` resampled to ``size``."""
         x = image.pixels.unsqueeze(0).to(self.detector.device)
         method = self.resampler.method(image.size, size)
         if method != "none":
@@ -240,12 +245,13 @@ class CascadePolicy:
         extra = {"uncertainty": u, "rerun": u >= self.threshold, "low_size": list(first.size)}
         if not extra["rerun"]:
             return dataclasses.replace(first, extra=extra)
-        x, size, factor, used = self.high.preprocess(image)
+        self.high.meter.reset()
+        size, factor = self.high.decide(image)
         if size[0] <= first.size[0] and size[1] <= first.size[1]:  # the predictor asks for no more than low had:
             extra.update(rerun=False, high_size=list(size))  # keep the first pass, paying only for the decision
             second = dataclasses.replace(first, **self.high.meter.take())
         else:
-            second = self.high.detect(image, x, size, factor, used)
+            second = self.high.detect(image, *self.high.render(image, size, factor))
 
         def merged(field_name: str, combine: Callable) -> dict:  # per stage, over the passes that ran it
             a, b = getattr(first, field_name), getattr(second, field_name)

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class ModelConfig:
     name: str = "liif-small"  # a registered architecture (random init) ...
-    init: str | None = None  # ... or start from these weights (name or path)
+    init: str | None = None  # ... or start from these weights (name or path) of the architecture name and args give
     args: dict[str, Any] = field(default_factory=dict)  # override the named model's LIIF args: {lr_skip: false}
 
 

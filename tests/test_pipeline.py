@@ -111,6 +111,7 @@ def test_adaptive_cascade_skips_a_second_pass_no_larger_than_the_first(detector,
     assert result.extra["rerun"] is False and result.extra["high_size"] == list(decided)
     assert result.size == first.size and torch.equal(result.detections.scores, first.detections.scores)
     assert result.flops["detector"] == first.flops["detector"] and result.flops["predictor"] > 0  # the decision
+    assert result.flops["resample"] == first.flops["resample"]  # no render at the size it did not use
 
 
 def test_oracle_keeps_the_candidate_with_the_best_per_image_ap(detector, tmp_path):

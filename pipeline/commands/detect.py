@@ -32,7 +32,8 @@ def add_parser(sub) -> None:
     p.add_argument("--predictor", help="adaptive (and cascade second pass): scale predictor checkpoint")
     p.add_argument("--knob", type=float, help="trade-off knob in [0, 1] of a knob-conditioned predictor")
     p.add_argument("--low", type=int, help="cascade: first-pass short side (default 512)")
-    p.add_argument("--high", type=int, help="cascade: second-pass short side (else --predictor decides)")
+    p.add_argument("--high", type=int, help="cascade: second-pass short side, above --low (else --predictor decides, "
+                                            "and a size no larger than --low keeps the first pass)")
     p.add_argument("--uncertainty", type=float,
                    help="cascade: re-run when 1 - mean top-5 score of the first pass reaches this (default 0.5)")
     p.add_argument("--threshold", type=float, default=0.5, help="keep detections scoring above this")
