@@ -119,13 +119,14 @@ def detection_tables(results: Path, sizes=(256, 288)) -> str:
     lines = ["| size | resampler | AP | AP_S | AP vs bilinear (points) | GFLOPs / image: resample | total |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for size in sizes:
-        base = by_name[f"fixed-{size}-bilinear-max512"]["stats"]["AP"]
+        base = _stat(by_name[f"fixed-{size}-bilinear-max512"], "AP")
         rows = [p for p in policies if p["policy"].startswith(f"fixed-{size}-")]
         for p in sorted(rows, key=lambda p: p["gflops"]["mean"]["total"]):
             resampler = p["policy"][len(f"fixed-{size}-"):].removesuffix("-max512")
             g = p["gflops"]["mean"]
-            lines.append(f"| {size} | {resampler} | {_ap(p, 'AP')} | {_ap(p, 'AP_S')} | "
-                         f"{100 * (p['stats']['AP'] - base):+.2f} | {g['resample']:.3f} | {g['total']:.3f} |")
+            gain = "-" if None in (base, _stat(p, "AP")) else f"{100 * (_stat(p, 'AP') - base):+.2f}"
+            lines.append(f"| {size} | {resampler} | {_ap(p, 'AP')} | {_ap(p, 'AP_S')} | {gain} | "
+                         f"{g['resample']:.3f} | {g['total']:.3f} |")
     lines += ["", "| policy | images rendered by SR | AP | AP_S | GFLOPs / image | on the front |",
               "| --- | --- | --- | --- | --- | --- |"]
     for p in sorted((p for p in policies if p["adaptive"] and p["policy"].startswith("adaptive")),
@@ -136,9 +137,13 @@ def detection_tables(results: Path, sizes=(256, 288)) -> str:
     return "\n".join(lines)
 
 
-def _ap(policy: dict, stat: str) -> str:
+def _stat(policy: dict, stat: str) -> float | None:
     value = policy["stats"][stat]
-    return "-" if value is None or value < 0 else f"{value:.4f}"  # null / -1: no ground truth in that range
+    return None if value is None or value < 0 else value  # null / -1: no ground truth in that range
+
+
+def _ap(policy: dict, stat: str) -> str:
+    return "-" if _stat(policy, stat) is None else f"{_stat(policy, stat):.4f}"
 
 
 def plot(reports: dict[str, dict[int, dict]], data: str, scale: int, out: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 from PIL import Image
@@ -45,11 +46,13 @@ class CocoDataset:
         if absent:
             raise FileNotFoundError(f"{len(absent)} image file(s) listed in {self.annotations_path.name} are not in "
                                     f"{self.images_dir}: {absent[:3]}")
-        for i in ids:  # from the file headers, before any record is written (a corrupt file fails at its load)
+        for i in ids:  # from the file headers, before any record is written (a bad file fails at its load, clearly)
             try:
-                with Image.open(self.image_path(i)) as im:
-                    size = (im.height, im.width)
-            except (OSError, SyntaxError, ValueError):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    with Image.open(self.image_path(i)) as im:
+                        size = (im.height, im.width)
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
                 continue
             self._check_size(i, size)
 

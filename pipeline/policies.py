@@ -266,12 +266,17 @@ class CascadePolicy:
 
 def _check_score_args(args: dict) -> None:
     """Values of :func:`uncertainty`'s options, checked when a policy is built rather than on its first image."""
+    def number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
     top_k, band = args.get("top_k", 5), args.get("band", (0.2, 0.6))
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+    tiny_side, confident = args.get("tiny_side", 16.0), args.get("confident", 0.3)
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise ValueError(f"cascade policy: score_args.top_k must be an integer >= 1, got {top_k!r}")
-    if not (isinstance(band, (list, tuple)) and len(band) == 2 and 0 <= band[0] < band[1] <= 1):
+    if not (isinstance(band, (list, tuple)) and len(band) == 2 and all(map(number, band))
+            and 0 <= band[0] < band[1] <= 1):
         raise ValueError(f"cascade policy: score_args.band must be [lo, hi] with 0 <= lo < hi <= 1, got {band!r}")
-    if not args.get("tiny_side", 16.0) > 0 or not 0 <= args.get("confident", 0.3) <= 1:
+    if not (number(tiny_side) and tiny_side > 0 and number(confident) and 0 <= confident <= 1):
         raise ValueError(f"cascade policy: score_args need tiny_side > 0 and confident in [0, 1], got {args}")
 
 

@@ -58,6 +58,21 @@ def test_missing_files_and_size_mismatch(tmp_path):
     gt_path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="differs from the annotation file's height 999"):
         CocoDataset(gt_path, img_dir, limit=1)  # from the file header, before any image is evaluated
+    # A header claiming a gigantic image is left to the loader's clear error (not Pillow's bomb error at start).
+    import struct
+    import zlib
+
+    from ardet.images import ImageTooLargeError
+
+    def chunk(kind, payload=b""):
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
+    (img_dir / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND"))
+    data["images"][0].update(height=20000, width=20000)
+    gt_path.write_text(json.dumps(data))
+    with pytest.raises(ImageTooLargeError, match="0.png"):
+        CocoDataset(gt_path, img_dir, limit=1).load(10)
 
 
 def test_malformed_json_is_a_clear_error(tmp_path):

@@ -96,7 +96,8 @@ def test_cascade_counts_both_passes_only_when_it_reruns(detector, threshold, rer
         CascadePolicy(detector, low=32, high=96, knob=0.5)
     with pytest.raises(ValueError, match="must be larger than the first"):
         CascadePolicy(detector, low=96, high=32)
-    for bad in ({"top_k": 0}, {"band": (0.6, 0.2)}, {"tiny_side": -1}):  # would fail or mislead on the first image
+    for bad in ({"top_k": 0}, {"band": (0.6, 0.2)}, {"tiny_side": -1}, {"tiny_side": "16"}, {"band": ["a", "b"]},
+                {"confident": True}):  # each would fail or mislead on the first image
         with pytest.raises(ValueError, match="score_args"):
             CascadePolicy(detector, low=32, high=96, score_args=bad)
 
