@@ -24,6 +24,8 @@ from typing import Literal
 
 import numpy as np
 
+from ardet.config import is_int, is_number
+
 log = logging.getLogger(__name__)
 
 
@@ -69,7 +71,7 @@ def validate_coco(data: object, source: str = "annotations") -> dict:
     if bad:
         raise ValueError(f"{source}: {len(bad)} annotation(s) with a bbox that is not [x, y, w, h] of finite numbers "
                          f"with w, h >= 0, e.g. ids {bad[:5]}")
-    bad = [a["id"] for a in annotations if "area" in a and not (_is_number(a["area"]) and math.isfinite(a["area"])
+    bad = [a["id"] for a in annotations if "area" in a and not (is_number(a["area"]) and math.isfinite(a["area"])
                                                                  and a["area"] >= 0)]
     bad += [a["id"] for a in annotations if a.get("iscrowd", 0) not in (0, 1) or isinstance(a.get("iscrowd"), float)]
     if bad:
@@ -88,16 +90,8 @@ def validate_coco(data: object, source: str = "annotations") -> dict:
 
 def valid_box(box: object) -> bool:
     """True for ``[x, y, w, h]`` of four finite numbers with ``w, h >= 0``."""
-    return (isinstance(box, (list, tuple)) and len(box) == 4 and all(_is_number(v) and math.isfinite(v) for v in box)
+    return (isinstance(box, (list, tuple)) and len(box) == 4 and all(is_number(v) and math.isfinite(v) for v in box)
             and box[2] >= 0 and box[3] >= 0)
-
-
-def _is_number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _entry(item: object, keys: tuple[str, ...], source: str, section: str) -> dict:
@@ -111,7 +105,7 @@ def _entry(item: object, keys: tuple[str, ...], source: str, section: str) -> di
 
 def _unique_int_ids(entries: list[dict], source: str, section: str) -> set[int]:
     ids = [e["id"] for e in entries]
-    not_int = [i for i in ids if not _is_int(i)]
+    not_int = [i for i in ids if not is_int(i)]
     if not_int:
         raise ValueError(f"{source}: '{section}' ids must be integers, got e.g. {not_int[:5]}")
     seen, dups = set(), set()
@@ -190,10 +184,10 @@ def check_detections(dets: object, gt: dict, image_ids: list[int] | None = None)
     if bad_box:
         raise ValueError(f"{len(bad_box)} detection(s) have a bbox that is not [x, y, w, h] of finite numbers with "
                          f"w, h >= 0 (NaN boxes would count as true positives in pycocotools), e.g. #{bad_box[:5]}")
-    bad_score = [i for i, d in enumerate(out) if not (_is_number(d["score"]) and math.isfinite(d["score"]))]
+    bad_score = [i for i, d in enumerate(out) if not (is_number(d["score"]) and math.isfinite(d["score"]))]
     if bad_score:
         raise ValueError(f"{len(bad_score)} detection(s) have a non-finite or non-numeric score, e.g. #{bad_score[:5]}")
-    bad_id = [i for i, d in enumerate(out) if not (_is_int(d["image_id"]) and _is_int(d["category_id"]))]
+    bad_id = [i for i, d in enumerate(out) if not (is_int(d["image_id"]) and is_int(d["category_id"]))]
     if bad_id:
         raise ValueError(f"{len(bad_id)} detection(s) have an image_id or category_id that is not an integer (COCO "
                          f"ids are), e.g. #{bad_id[:5]}")
@@ -213,6 +207,14 @@ def check_detections(dets: object, gt: dict, image_ids: list[int] | None = None)
                     "(pycocotools would silently ignore them and report AP ~ 0)")
         raise ValueError(f"detections use {len(unknown)} category id(s) not in the ground truth: {unknown[:8]}{hint}")
     return out
+
+
+def check_image_files(images: list[dict], image_dir: str | os.PathLike, source: str | os.PathLike) -> None:
+    """Every image entry's ``file_name`` is a file in ``image_dir``: found before a run, not when it reaches one."""
+    absent = [im["file_name"] for im in images if not (Path(image_dir) / im["file_name"]).is_file()]
+    if absent:
+        raise FileNotFoundError(f"{len(absent)} image file(s) listed in {source} are not in {image_dir}: "
+                                f"{absent[:3]}")
 
 
 def evaluate_bbox(gt: dict, dets: list[dict], image_ids: list[int] | None = None,

@@ -7,7 +7,7 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from ardet.coco import load_coco_json
+from ardet.coco import check_image_files as check_listed_files, load_coco_json
 from ardet.images import load_image
 from detector.config import TrainConfig
 
@@ -29,10 +29,7 @@ def check_image_files(coco: dict, image_dir: Path, json_path) -> None:
     """Every image a COCO dict lists is in ``image_dir``, and there is one at least."""
     if not coco["images"]:
         raise ValueError(f"{json_path}: no images")
-    absent = [im["file_name"] for im in coco["images"] if not (Path(image_dir) / im["file_name"]).is_file()]
-    if absent:
-        raise FileNotFoundError(f"{len(absent)} image file(s) listed in {json_path} are not in {image_dir}: "
-                                f"{absent[:3]}")
+    check_listed_files(coco["images"], image_dir, json_path)
 
 
 class CocoDetection(torch.utils.data.Dataset):

@@ -2,6 +2,7 @@
 and the subset to evaluate."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import warnings
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ardet.coco import load_coco_json
+from ardet.coco import check_image_files, load_coco_json
 from ardet.images import LoadedImage, load_image
 
 
@@ -42,10 +43,7 @@ class CocoDataset:
         self.image_ids: tuple[int, ...] = tuple(ids)
         if not self.images_dir.is_dir():
             raise FileNotFoundError(f"image folder not found: {self.images_dir}")
-        absent = [self._images[i]["file_name"] for i in ids if not self.image_path(i).is_file()]
-        if absent:
-            raise FileNotFoundError(f"{len(absent)} image file(s) listed in {self.annotations_path.name} are not in "
-                                    f"{self.images_dir}: {absent[:3]}")
+        check_image_files([self._images[i] for i in ids], self.images_dir, self.annotations_path.name)
         for i in ids:  # from the file headers, before any record is written (a bad file fails at its load, clearly)
             try:
                 with warnings.catch_warnings():
@@ -59,8 +57,10 @@ class CocoDataset:
     def __len__(self) -> int:
         return len(self.image_ids)
 
+    @functools.cached_property
     def fingerprint(self) -> dict:
-        """The ground truth a run scores against: the annotation file and its sha256 (a resumed run checks it)."""
+        """The ground truth a run scores against: the annotation file and its sha256 (a resumed run checks it),
+        hashed once per dataset (at the run's start and in its summary)."""
         from ardet.files import sha256
 
         return {"annotations": str(self.annotations_path), "annotations_sha256": sha256(self.annotations_path)}

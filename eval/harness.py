@@ -70,7 +70,7 @@ def run_evaluation(policies: list[Policy], dataset: CocoDataset, out_dir: str | 
     records_dir = out / "records"
     if not resume:
         check_fresh(out)
-    _check_same_dataset(out / "dataset.json", dataset.fingerprint(), resume, write=rank == 0)
+    _check_same_dataset(out / "dataset.json", dataset.fingerprint, resume, write=rank == 0)
     done = {(r["policy"], r["image_id"]) for r in _read_records(records_dir)}
     if distributed:
         dist.barrier()  # every rank has checked and read the folder before any rank writes to it
@@ -140,7 +140,7 @@ def finalize(out_dir: str | Path, names: list[str], dataset: CocoDataset, backen
         metrics = evaluate_bbox(dataset.gt, detections, list(dataset.image_ids), backend=backend)
         summaries.append({**summarize_policy(name, mine, metrics), "adaptive": adaptive.get(name, False)})
     ids_sha256 = hashlib.sha256(json.dumps(sorted(dataset.image_ids)).encode()).hexdigest()  # the set, not the order
-    summary = {"dataset": {**dataset.fingerprint(), "images": str(dataset.images_dir), "num_images": len(dataset),
+    summary = {"dataset": {**dataset.fingerprint, "images": str(dataset.images_dir), "num_images": len(dataset),
                            "image_ids_sha256": ids_sha256},
                "backend": backend, "policies": summaries}
     atomic_write_json(out / "summary.json", summary)

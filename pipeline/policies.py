@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 
 import sr
-from ardet.config import from_dict
+from ardet.config import from_dict, is_int, is_number
 from ardet.images import LoadedImage
 from detector import Detections, Detector, detr_target_size
 from eval import CostMeter, ImageResult, Policy
@@ -220,11 +220,6 @@ class CascadePolicy:
             raise ValueError(f"cascade policy: score must be one of {', '.join(UNCERTAINTY_SCORES)}, got {score!r}")
         if not math.isfinite(threshold):
             raise ValueError(f"cascade policy: threshold must be a finite number, got {threshold}")
-        known = [n for n, p in inspect.signature(uncertainty).parameters.items() if p.default is not p.empty]
-        unknown = set(score_args or {}) - set(known)
-        if unknown:  # checked here, not on the first image after other policies' records are written
-            raise ValueError(f"cascade policy: unknown score_args {sorted(unknown)}; known: {', '.join(known)} "
-                             f"(pipeline.uncertainty)")
         self.score, self.threshold, self.score_args = score, float(threshold), dict(score_args or {})
         _check_score_args(self.score_args)
         if knob is not None and predictor is None:
@@ -265,18 +260,20 @@ class CascadePolicy:
 
 
 def _check_score_args(args: dict) -> None:
-    """Values of :func:`uncertainty`'s options, checked when a policy is built rather than on its first image."""
-    def number(value) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-    top_k, band = args.get("top_k", 5), args.get("band", (0.2, 0.6))
-    tiny_side, confident = args.get("tiny_side", 16.0), args.get("confident", 0.3)
-    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+    """Names and values of :func:`uncertainty`'s options, checked when a policy is built rather than on its first
+    image, after other policies' records are written."""
+    defaults = {n: p.default for n, p in inspect.signature(uncertainty).parameters.items() if p.default is not p.empty}
+    unknown = set(args) - set(defaults)
+    if unknown:
+        raise ValueError(f"cascade policy: unknown score_args {sorted(unknown)}; known: {', '.join(defaults)} "
+                         f"(pipeline.uncertainty)")
+    top_k, band, tiny_side, confident = ({**defaults, **args}[n] for n in ("top_k", "band", "tiny_side", "confident"))
+    if not is_int(top_k) or top_k < 1:
         raise ValueError(f"cascade policy: score_args.top_k must be an integer >= 1, got {top_k!r}")
-    if not (isinstance(band, (list, tuple)) and len(band) == 2 and all(map(number, band))
+    if not (isinstance(band, (list, tuple)) and len(band) == 2 and all(map(is_number, band))
             and 0 <= band[0] < band[1] <= 1):
         raise ValueError(f"cascade policy: score_args.band must be [lo, hi] with 0 <= lo < hi <= 1, got {band!r}")
-    if not (number(tiny_side) and tiny_side > 0 and number(confident) and 0 <= confident <= 1):
+    if not (is_number(tiny_side) and tiny_side > 0 and is_number(confident) and 0 <= confident <= 1):
         raise ValueError(f"cascade policy: score_args need tiny_side > 0 and confident in [0, 1], got {args}")
 
 

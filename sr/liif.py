@@ -119,10 +119,11 @@ class LIIF(nn.Module):
     def upscale_plain(self, img: torch.Tensor, size: tuple[int, int], chunk: int = 30000) -> torch.Tensor:
         """Reference inference, float32 as the reference: [B, 3, h, w] in [0, 1] -> [B, 3, H, W] in [0, 1]."""
         check_pixels(img, 4, "LIIF.upscale_plain")
-        if (dtype := next(self.parameters()).dtype) != torch.float32:
-            raise TypeError(f"upscale_plain is the float32 reference; this model is {dtype}: use upscale")
+        p = next(self.parameters())
+        if p.dtype != torch.float32:
+            raise TypeError(f"upscale_plain is the float32 reference; this model is {p.dtype}: use upscale")
         b, (H, W) = img.shape[0], check_size(size)
-        feat = self.gen_feat(img.to(next(self.parameters()).device, torch.float32))
+        feat = self.gen_feat(img.to(p.device, torch.float32))
         coord = grid_coord(H, W).to(feat.device).view(1, -1, 2).expand(b, -1, -1)
         cell = torch.ones_like(coord)
         cell[..., 0] *= 2 / H

@@ -56,15 +56,19 @@ class DataConfig:
     teacher: str | None = None  # distil from this sr.load_model name or path (renders > 0)
     cache: str = "runs/sr/teacher-cache"  # the teacher's outputs, one file per render keyed by teacher weights and LR
 
+    @property
+    def largest_crop(self) -> int:
+        """The side of the largest HR crop a sample takes: an image must have at least this."""
+        return round(self.patch * self.scale_max)
+
     def __post_init__(self):
         check_numbers(self, "data", positive=("patch", "queries", "scale_min", "scale_max"),
                       non_negative=("synthetic", "renders"))
         if self.scale_min > self.scale_max:
             raise ValueError(f"data.scale_min must be <= data.scale_max, got {self.scale_min} > {self.scale_max}")
-        need = round(self.patch * self.scale_max)  # the largest HR crop a sample takes
-        if self.max_side is not None and self.max_side < need:
-            raise ValueError(f"data.max_side {self.max_side} is below data.patch x data.scale_max = {need}: the "
-                             f"largest scales could not be cut from the cropped images")
+        if self.max_side is not None and self.max_side < self.largest_crop:
+            raise ValueError(f"data.max_side {self.max_side} is below data.patch x data.scale_max = "
+                             f"{self.largest_crop}: the largest scales could not be cut from the cropped images")
         smallest = round(self.patch * min(self.scale_min, 1.0))  # a crop's side at the smallest scale
         if not self.renders and self.queries > smallest ** 2:
             raise ValueError(f"data.queries {self.queries} exceeds the {smallest ** 2} HR pixels of a crop at the "
@@ -114,7 +118,7 @@ def load_images(cfg: DataConfig) -> list[torch.Tensor]:
                              f"scikit-image: pip install -e '.[train]'") from None
     if not folders and not cfg.synthetic:
         raise ValueError("data: set dir, package and/or synthetic")
-    need = round(cfg.patch * cfg.scale_max)
+    need = cfg.largest_crop
     images = [load_image(p).pixels for folder in folders for p in sorted(folder.iterdir())
               if p.suffix.lower() in IMAGE_SUFFIXES and p.stem not in cfg.exclude]
     if cfg.synthetic:
