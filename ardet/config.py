@@ -217,11 +217,22 @@ def _deep_copy(data: Any) -> Any:
     return data
 
 
+def _expand_home(value: Any) -> Any:
+    """'~' and '~/...' strings, also inside free-form mappings and lists (policy entries): no shell expanded them."""
+    if isinstance(value, str):
+        return os.path.expanduser(value) if value == "~" or value.startswith("~/") else value
+    if isinstance(value, dict):
+        return {k: _expand_home(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_home(v) for v in value]
+    return value
+
+
 def _coerce(tp: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if tp is Any:
-        return value
+        return _expand_home(value)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -251,7 +262,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
+        return _expand_home(dict(value))
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true/false, got {value!r}")
@@ -267,5 +278,5 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return os.path.expanduser(value) if value == "~" or value.startswith("~/") else value  # no shell did it
+        return _expand_home(value)
     raise ConfigError(f"{key}: unsupported config type {tp}")

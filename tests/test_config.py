@@ -1,6 +1,6 @@
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import pytest
 import yaml
@@ -116,6 +116,13 @@ def test_override_edge_cases(tmp_path, monkeypatch):
         assert load_config(Run, None, [override("name", name)]).name == name
     monkeypatch.setenv("HOME", str(tmp_path))
     assert load_config(Run, None, ["name=~/runs/a"]).name == str(tmp_path / "runs" / "a")  # no shell expanded it
+    # also inside free-form entries (a policy's predictor path), not in the middle of a string
+    @dataclass
+    class Sweep:
+        policies: list[dict[str, Any]] = field(default_factory=list)
+
+    policies = load_config(Sweep, None, ["policies=[{kind: adaptive, predictor: ~/p, sizes: [~/a, x~/b]}]"]).policies
+    assert policies == [{"kind": "adaptive", "predictor": str(tmp_path / "p"), "sizes": [str(tmp_path / "a"), "x~/b"]}]
     with pytest.raises(ConfigError, match="config file"):
         load_config(Run, tmp_path)  # a folder
 
