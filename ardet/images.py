@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own decompression-bomb error threshold (2 x MAX_IMAGE_PIXELS)
+PIXEL_RANGE_SLACK = 1e-3  # what a stage accepts beyond [0, 1]: rounding of resampled or half-precision pixels
 
 ExifPolicy = Literal["ignore", "apply"]
 AlphaPolicy = Literal["white", "drop"]
@@ -76,6 +78,14 @@ def check_pixels(x: torch.Tensor, ndim: int, where: str) -> None:
         raise ValueError(f"{where}: the image has no pixels ({tuple(x.shape)})")
     if not x.is_floating_point():
         raise TypeError(f"{where}: expected float pixels in [0, 1], got {x.dtype} (ardet.to_image converts uint8)")
+    if x.is_meta:
+        raise ValueError(f"{where}: a meta tensor has no pixel values")
+    lo, hi = (float(v) for v in torch.aminmax(x)) if x.numel() else (0.0, 0.0)  # an empty batch
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"{where}: pixels contain NaN or infinity")
+    if lo < -PIXEL_RANGE_SLACK or hi > 1 + PIXEL_RANGE_SLACK:  # 0-255 floats are the usual mistake
+        raise ValueError(f"{where}: float pixels must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]"
+                         + (" (divide 0-255 values by 255)" if hi > 1.5 else ""))
 
 
 def file_image_id(path: str | os.PathLike) -> str | int:
@@ -184,16 +194,18 @@ def _pil_to_tensor(im: Image.Image, alpha: AlphaPolicy, name: str) -> torch.Tens
 
 
 def _array_to_tensor(t: torch.Tensor, name: str, max_pixels: int, channels_last: bool) -> torch.Tensor:
+    given = tuple(t.shape)  # as the caller passed it, for the messages
     if t.ndim == 2:
         t = t.unsqueeze(0)
     elif t.ndim == 3 and channels_last:
         t = t.permute(2, 0, 1)
     if t.ndim != 3:
-        raise ImageDecodeError(f"{name}: expected a [3,h,w] tensor or an [h,w,3] array, got shape {tuple(t.shape)}")
+        raise ImageDecodeError(f"{name}: expected a [3,h,w] tensor or an [h,w,3] array, got shape {given}")
     if t.shape[0] == 1:
         t = t.expand(3, -1, -1)
     if t.shape[0] != 3:
-        raise ImageDecodeError(f"{name}: expected 1 or 3 channels, got shape {tuple(t.shape)}")
+        layout = "[h,w,3] array" if channels_last else "[3,h,w] tensor"
+        raise ImageDecodeError(f"{name}: expected 1 or 3 channels ({layout}), got shape {given}")
     _check_size((t.shape[2], t.shape[1]), name, max_pixels)
     if t.dtype == torch.uint8:
         return t.float().div(255.0).contiguous()

@@ -116,8 +116,14 @@ class Detector:
     @torch.inference_mode()
     def detect(self, images: list[torch.Tensor], original_sizes: list[tuple[int, int]]) -> list[Detections]:
         """Detect on ``images`` (already at the size the pipeline chose); boxes come back in ``original_sizes``."""
-        if len(images) != len(original_sizes):
-            raise ValueError(f"{len(images)} images but {len(original_sizes)} original sizes")
+        if isinstance(images, torch.Tensor) and images.ndim == 3:
+            raise ValueError("detector: images must be a list of [3, H, W] tensors (or a [B, 3, H, W] batch), got one "
+                             "[3, H, W] tensor: wrap it in a list")
+        if len(images) != len(original_sizes) or not all(
+                isinstance(s, (tuple, list, torch.Size)) and len(s) == 2 and all(int(v) == v > 0 for v in s)
+                for s in original_sizes):
+            raise ValueError(f"detector: need one (H, W) original size of positive integers per image, got "
+                             f"{len(images)} images and original_sizes={original_sizes!r}")
         if len(images) == 0:  # a [B, 3, H, W] batch is a sequence of images too
             return []
         pixel_values, pixel_mask = self.preprocess(images)

@@ -11,7 +11,7 @@ A policy is any object with ``name`` and ``__call__(LoadedImage) -> ImageResult`
 from ardet.coco import BACKENDS, STAT_NAMES, CocoMetrics, check_detections, evaluate_bbox, load_coco_json, validate_coco
 from eval.coco import CocoDataset, read_image_ids
 from eval.config import DatasetConfig, DetectorSpec, EvalConfig, check_resumable
-from eval.cost import STAGES, CostMeter
+from eval.cost import STAGES, CostMeter, measuring
 from eval.harness import check_fresh, finalize, image_record, run_evaluation
 from eval.policy import ImageResult, Policy
 from eval.report import pareto_front, write_report
@@ -19,7 +19,7 @@ from eval.report import pareto_front, write_report
 __all__ = [
     "CocoDataset", "load_coco_json", "read_image_ids", "validate_coco",
     "DatasetConfig", "DetectorSpec", "EvalConfig", "check_resumable",
-    "STAGES", "CostMeter",
+    "STAGES", "CostMeter", "measuring",
     "check_fresh", "finalize", "image_record", "run_evaluation",
     "BACKENDS", "STAT_NAMES", "CocoMetrics", "check_detections", "evaluate_bbox",
     "ImageResult", "Policy",

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -15,8 +16,8 @@ from typing import Any, Sequence
 import torch
 
 from ardet.config import from_dict, load_config
-from ardet.images import ImageSource, LoadedImage, to_image
-from eval import ImageResult
+from ardet.images import ImageSource, LoadedImage, file_image_id, to_image
+from eval import ImageResult, measuring
 from eval.config import DetectorSpec
 from pipeline.policies import PolicyContext, SinglePassPolicy, build_policy
 
@@ -28,6 +29,10 @@ class PipelineConfig:
     categories: str | None = None  # a COCO JSON whose categories the detector's classes map to; None: the model's ids
     device: str = "cpu"
     exif: str = "ignore"  # image loading policy (ardet.load_image): "ignore" or "apply"
+    # What each result measures besides time (eval.measuring): FLOPs cost one counted forward per new input shape;
+    # peak memory resets the process's peak statistics (VmHWM, CUDA's), which a host application may read too.
+    count_flops: bool = True
+    measure_memory: bool = False
 
     def __post_init__(self):
         if not self.detector.spec:
@@ -57,10 +62,13 @@ class Preprocessed:
     flops: dict[str, int]
     seconds: dict[str, float]
 
-    def to_original(self, boxes: torch.Tensor) -> torch.Tensor:
-        """Boxes ``[N, 4]`` in this image's pixels (xyxy or xywh: both scale the same) -> original-image pixels, as
-        floats (integer boxes too: their scale is not an integer)."""
+    def to_original(self, boxes: torch.Tensor | Sequence) -> torch.Tensor:
+        """Boxes ``[..., 4]`` in this image's pixels (xyxy or xywh: both scale the same; a tensor, an array or lists)
+        -> original-image pixels, as a float tensor (integer boxes too: their scale is not an integer)."""
         (h, w), (hh, ww) = self.original_size, self.size
+        boxes = torch.as_tensor(boxes)
+        if boxes.ndim == 0 or boxes.shape[-1] != 4:
+            raise ValueError(f"to_original: boxes must be shaped [..., 4], got {tuple(boxes.shape)}")
         boxes = boxes if boxes.is_floating_point() else boxes.float()
         return boxes * torch.tensor([w / ww, h / hh, w / ww, h / hh], dtype=boxes.dtype, device=boxes.device)
 
@@ -68,10 +76,12 @@ class Preprocessed:
 class AdaptivePipeline:
     """A policy (fixed, adaptive, cascade, ...) with its detector, callable on paths, PIL images or tensors."""
 
-    def __init__(self, policy, detector, exif: str = "ignore", category_names: dict[int, str] | None = None):
+    def __init__(self, policy, detector, exif: str = "ignore", category_names: dict[int, str] | None = None,
+                 count_flops: bool = True, measure_memory: bool = False):
         if exif not in ("ignore", "apply"):
             raise ValueError(f"exif must be 'ignore' or 'apply', got {exif!r}")
         self.policy, self.detector, self.exif = policy, detector, exif
+        self.measuring = functools.partial(measuring, flops=count_flops, memory=measure_memory)
         self.category_names = category_names or {
             category: detector.model.config.id2label[label] for label, category in detector.label_map.items()}
 
@@ -89,7 +99,8 @@ class AdaptivePipeline:
         detector = load_detector(cfg.detector.spec, device=cfg.device, threshold=cfg.detector.threshold,
                                  top_k=cfg.detector.top_k, categories=categories)
         names = {c["id"]: c["name"] for c in categories} if categories else None
-        return cls(build_policy(cfg.policy, PolicyContext(detector, cfg.device)), detector, cfg.exif, names)
+        return cls(build_policy(cfg.policy, PolicyContext(detector, cfg.device)), detector, cfg.exif, names,
+                   cfg.count_flops, cfg.measure_memory)
 
     def load(self, image: ImageSource | LoadedImage, image_id: str | int | None = None) -> LoadedImage:
         """Any accepted image source as a :class:`ardet.LoadedImage`, with this pipeline's EXIF policy."""
@@ -98,14 +109,21 @@ class AdaptivePipeline:
     def __call__(self, images: ImageSource | LoadedImage | list) -> PipelineResult | list[PipelineResult]:
         """Detect on one image or a list (each at its own chosen size); boxes in each image's original pixels.
         ``image_id``: a file's :func:`ardet.images.file_image_id`; an image given as pixels, its index in the list
-        (0 alone)."""
-        if isinstance(images, list):
-            return [self._detect(self.load(im, None if isinstance(im, (str, os.PathLike, LoadedImage)) else i))
-                    for i, im in enumerate(images)]
-        return self._detect(self.load(images))
+        (0 alone); :meth:`load` sets any other. Ids in one list must differ (COCO results are joined by id).
+        One pipeline may serve several threads: each call's costs are its own."""
+        if not isinstance(images, list):
+            return self._detect(self.load(images))
+        ids = [im.id if isinstance(im, LoadedImage) else file_image_id(im) if isinstance(im, (str, os.PathLike))
+               else i for i, im in enumerate(images)]
+        if len(set(ids)) < len(ids):
+            repeated = sorted({str(i) for i in ids if ids.count(i) > 1})
+            raise ValueError(f"images in one call share an image_id ({', '.join(repeated)}): pixels take their "
+                             f"list index, files their name's stem; give ids with pipe.load(image, image_id=...)")
+        return [self._detect(self.load(im, image_id)) for im, image_id in zip(images, ids)]
 
     def _detect(self, image: LoadedImage) -> PipelineResult:
-        result = self.policy(image)
+        with self.measuring():
+            result = self.policy(image)
         return PipelineResult(**{f.name: getattr(result, f.name) for f in fields(result)}, image_id=image.id)
 
     def preprocess(self, image: ImageSource | LoadedImage) -> Preprocessed:
@@ -114,8 +132,9 @@ class AdaptivePipeline:
             raise ValueError(f"policy {self.policy.name!r} needs the detector to choose a size (e.g. a cascade); "
                              f"preprocess works with fixed and adaptive policies")
         image = self.load(image)
-        x, size, factor, used = self.policy.preprocess(image)
-        costs = self.policy.meter.take()
+        with self.measuring():
+            x, size, factor, used = self.policy.preprocess(image)
+            costs = self.policy.meter.take()
         pixels = x[0].to("cpu", copy=True)  # at an unchanged size x is the input itself
         return Preprocessed(pixels, image.size, size, factor, used, costs["flops"], costs["seconds"])
 

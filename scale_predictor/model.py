@@ -156,6 +156,8 @@ class ScalePredictor(nn.Module):
             thumbs = images
         else:
             images = [images] if isinstance(images, torch.Tensor) and images.ndim == 3 else list(images)
+            if not images:  # as detect() and upscale() take an empty batch
+                return []
             for im in images:
                 check_pixels(im, 3, "ScalePredictor.predict")
             native_sizes = native_sizes or [tuple(im.shape[-2:]) for im in images]

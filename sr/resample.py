@@ -18,6 +18,8 @@ MAX_OUTPUT_PIXELS = DEFAULT_MAX_PIXELS
 
 def check_size(size) -> tuple[int, int]:
     """``size`` as (H, W) after checking it is two positive integers of at most MAX_OUTPUT_PIXELS pixels."""
+    if not (isinstance(size, (tuple, list, torch.Size)) and len(size) == 2):
+        raise ValueError(f"output size must be (H, W), got {size!r}")
     H, W = (int(s) for s in size)
     if H <= 0 or W <= 0 or (H, W) != tuple(size):
         raise ValueError(f"output size must be two positive integers, got {size!r}")
@@ -34,7 +36,8 @@ def resize(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> to
     check_pixels(x, 4, "sr.resize")
     size = check_size(size)
     shrinks = size[0] < x.shape[-2] or size[1] < x.shape[-1]
-    y = F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=shrinks)
+    # float32 arithmetic for half-precision input: the CPU has no half antialiased kernels, and it rounds less
+    y = F.interpolate(x.float(), size=size, mode=mode, align_corners=False, antialias=shrinks).to(x.dtype)
     return y.clamp(0, 1) if mode == "bicubic" else y
 
 

@@ -1,11 +1,12 @@
 """eval.CostMeter: FLOPs from the counter on the real arguments (checked against analytic conv formulas), counted once
 per input signature, timed on the un-instrumented call."""
 import os
+import threading
 
 import pytest
 import torch
 
-from eval import STAGES, CostMeter
+from eval import STAGES, CostMeter, measuring
 
 
 def conv_flops(cin, cout, k, h, w):
@@ -94,3 +95,41 @@ def test_counts_inside_inference_mode_too():
         x = torch.rand(1, 3, 8, 8)
         meter.measure("resample", torch.nn.functional.interpolate, x, size=(16, 16), mode="bilinear")
     assert meter.take()["flops"]["resample"] == 2 * 4 * 3 * 16 * 16
+
+
+def test_each_thread_keeps_its_own_costs():
+    """Two threads measuring through one meter at once (as one policy serving a threaded server): each call's costs
+    are its own. The barrier makes both threads measure before either takes, the interleaving that mixed them."""
+    meter, barrier, taken = CostMeter(), threading.Barrier(2), {}
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+    def work(side):
+        meter.reset()
+        meter.measure("detector", conv, torch.rand(1, 3, side, side))
+        barrier.wait()
+        taken[side] = meter.take()["flops"]["detector"]
+
+    threads = [threading.Thread(target=work, args=(side,)) for side in (8, 16)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert taken == {8: conv_flops(3, 4, 3, 8, 8), 16: conv_flops(3, 4, 3, 16, 16)}
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads Linux's VmHWM")
+def test_measuring_can_skip_flop_counting_and_leave_the_process_peak_alone():
+    def vm_hwm():
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+    meter = CostMeter()
+    torch.ones(100 * 2 ** 20).sum()  # raise the process's peak by 400 MiB, then free it
+    before = vm_hwm()
+    calls = []
+    with measuring(flops=False, memory=False):
+        meter.measure("detector", lambda x: calls.append(1) or x + 1, torch.ones(3))
+        costs = meter.take()
+    assert calls == [1]  # no counted forward: the stage ran once
+    assert costs["flops"] == {} and costs["peak_memory_bytes"] == {} and costs["seconds"]["detector"] > 0
+    assert vm_hwm() >= before  # the process's high-water mark was not reset
+    meter.measure("detector", lambda x: calls.append(1) or x + 1, torch.ones(3))  # outside: all measured again
+    assert calls == [1, 1, 1] and "detector" in meter.take()["peak_memory_bytes"]

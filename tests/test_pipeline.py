@@ -1,6 +1,7 @@
 """pipeline: adaptive, cascade and oracle policies and the AdaptivePipeline API, each checked against calling the
 stages directly (scale predictor, sr.resize, the detector, pycocotools per-image AP)."""
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -171,6 +172,31 @@ def test_pipeline_api_on_paths_pil_and_tensors_and_preprocess(tmp_path, predicto
     Image.fromarray(arr).save(tmp_path / "000012.png")
     ids = [r.image_id for r in pipe([Image.fromarray(arr), torch.rand(3, 30, 30), str(tmp_path / "000012.png")])]
     assert ids == [0, 1, 12]
+    Image.fromarray(arr).save(tmp_path / "000001.png")  # the same id as the pixels at index 1: COCO results would mix
+    with pytest.raises(ValueError, match=r"share an image_id \(1\).*pipe.load"):
+        pipe([Image.fromarray(arr), torch.rand(3, 30, 30), str(tmp_path / "000001.png")])
+
+    # boxes from a detector of one's own may be arrays or lists (ONNX Runtime returns numpy)
+    assert torch.equal(prep.to_original(np.array([[0, 0, W, H]])), corner)
+    assert torch.equal(prep.to_original([0.0, 0.0, W, H]), corner[0])
+    with pytest.raises(ValueError, match=r"shaped \[\.\.\., 4\], got \(1, 5\)"):
+        prep.to_original(torch.tensor([[0.0, 0.0, W, H, 0.9]]))  # with a score column
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads Linux's VmHWM")
+def test_pipeline_leaves_the_process_peak_memory_alone_and_can_skip_flops(detector):
+    def vm_hwm():
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+    policy = FixedPolicy(detector, 48, 96)
+    torch.ones(100 * 2 ** 20).sum()  # raise the process's peak by 400 MiB, then free it
+    before = vm_hwm()
+    result = AdaptivePipeline(policy, detector)(image(30, 40))
+    assert vm_hwm() >= before and result.peak_memory_bytes == {}  # a host's own peak readings are not reset
+    assert result.flops["detector"] == count_flops(detector.detect, [torch.rand(3, 48, 64)], [(30, 40)])[1].flops
+    assert AdaptivePipeline(policy, detector, count_flops=False)(image(31, 40)).flops == {}
+    assert AdaptivePipeline(policy, detector, measure_memory=True)(image(30, 40)).peak_memory_bytes["detector"] > 0
 
 
 def test_a_failed_call_leaves_no_costs_and_preprocess_never_returns_the_input(detector, predictor_path):
@@ -214,6 +240,35 @@ def test_stages_refuse_uint8_pixels_and_wrong_layouts(detector, predictor_path):
                                                                                                       [(20, 30)] * 2)]
     with pytest.raises(TypeError, match="float32 reference.*use upscale"):
         sr.load_model("liif-nano", dtype=torch.bfloat16).upscale_plain(batch, (30, 45))
+
+    # float pixels in 0-255 (a missing / 255), NaN, and meta tensors: refused by every stage, not run
+    predictor = load_predictor(str(predictor_path))
+    x255 = uint8.float()
+    for run in (lambda x: detector.detect([x], [(20, 30)]), lambda x: model.upscale(x[None], (40, 60)),
+                lambda x: predictor.predict([x]), lambda x: sr.resize(x[None], (10, 15))):
+        with pytest.raises(ValueError, match=r"must lie in \[0, 1\].*divide 0-255 values by 255"):
+            run(x255)
+        with pytest.raises(ValueError, match="NaN or infinity"):
+            run(torch.full((3, 20, 30), float("nan")))
+        with pytest.raises(ValueError, match="meta tensor"):
+            run(torch.empty(3, 20, 30, device="meta"))
+    with pytest.raises(ValueError, match="wrap it in a list"):
+        detector.detect(batch[0], [(20, 30)])
+    with pytest.raises(ValueError, match="positive integers per image"):
+        detector.detect([batch[0]], [(0, 30)])
+    with pytest.raises(ValueError, match="positive integers per image"):
+        detector.detect([batch[0]], (20, 30))  # a bare size, not a list of them
+    assert predictor.predict([]) == [] and detector.detect([], []) == []
+    with pytest.raises(ValueError, match=r"output size must be \(H, W\)"):
+        sr.resize(batch, 40)
+
+
+def test_resize_shrinks_half_precision_like_float32():
+    x = torch.rand(1, 3, 40, 60, generator=torch.Generator().manual_seed(0))
+    for dtype in (torch.float16, torch.bfloat16):  # the CPU has no half-precision antialiased kernel
+        y = sr.resize(x.to(dtype), (17, 25))
+        assert y.dtype == dtype
+        assert torch.allclose(y.float(), sr.resize(x, (17, 25)), atol=1e-2)
 
 
 def test_fixed_policy_on_an_image_far_longer_than_wide(detector):
