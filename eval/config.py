@@ -57,7 +57,8 @@ class EvalConfig:
 
 def expand_sweep(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``[{kind: fixed, sweep: {short: [128, 256], resampler: [bilinear, liif]}, sr_model: m}]`` -> four policy
-    entries, one per combination (in order, the last swept option varying fastest)."""
+    entries, one per combination (in order, the last swept option varying fastest). A ``name`` with ``{option}``
+    fields is filled in per combination (``name: "fixed-{short}-{sr_model}"``), for options the default names omit."""
     policies = []
     for entry in entries:
         if not isinstance(entry, dict) or not isinstance(entry.get("sweep") or {}, dict):
@@ -68,7 +69,14 @@ def expand_sweep(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if bad:
             raise ConfigError(f"sweep entry {entry!r}: swept options must be non-empty lists: {', '.join(bad)}")
         for values in itertools.product(*grid.values()):
-            policies.append({**base, **dict(zip(grid, values))})
+            policy = {**base, **dict(zip(grid, values))}
+            if isinstance(base.get("name"), str):
+                try:
+                    policy["name"] = base["name"].format(**policy)
+                except (KeyError, IndexError, ValueError) as e:
+                    raise ConfigError(f"sweep entry {entry!r}: name {base['name']!r} names no option of the entry "
+                                      f"({e!r}); fields are the entry's options, e.g. {{short}}") from None
+            policies.append(policy)
     return policies
 
 

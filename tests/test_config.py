@@ -142,3 +142,25 @@ def test_stage_configs_refuse_silent_mistakes():
     assert eager.config._attn_implementation == "eager"  # an init-only keyword is a real option
     with pytest.raises(ValueError, match="unsupported LIIF args"):
         sr.create_model("liif-nano", bogus=1)
+
+
+def test_sweep_entries_expand_to_one_policy_per_combination_with_templated_names():
+    from eval.config import EvalConfig
+
+    cfg = load_config(EvalConfig, None, [
+        "dataset.annotations=a.json", "dataset.images=i", "detector.spec=d.yaml", "policies=[{kind: oracle}]",
+        "sweep=[{kind: fixed, max_size: 512, sweep: {short: [128, 256], sr_model: [liif-nano, liif-mini]},"
+        " resampler: liif, name: 'fixed-{short}-{sr_model}'}, {kind: cascade, sweep: {threshold: [0.5]}}]"])
+    assert cfg.sweep == []
+    assert [(p["kind"], p.get("short"), p.get("sr_model"), p.get("name")) for p in cfg.policies] == [
+        ("oracle", None, None, None),
+        ("fixed", 128, "liif-nano", "fixed-128-liif-nano"), ("fixed", 128, "liif-mini", "fixed-128-liif-mini"),
+        ("fixed", 256, "liif-nano", "fixed-256-liif-nano"), ("fixed", 256, "liif-mini", "fixed-256-liif-mini"),
+        ("cascade", None, None, None)]
+    assert cfg.policies[-1]["threshold"] == 0.5 and cfg.policies[1]["max_size"] == 512
+    with pytest.raises(ConfigError, match="names no option of the entry"):
+        load_config(EvalConfig, None, ["dataset.annotations=a.json", "dataset.images=i", "detector.spec=d.yaml",
+                                       "sweep=[{kind: fixed, sweep: {short: [1, 2]}, name: 'f-{shrot}'}]"])
+    with pytest.raises(ConfigError, match="non-empty lists: short"):
+        load_config(EvalConfig, None, ["dataset.annotations=a.json", "dataset.images=i", "detector.spec=d.yaml",
+                                       "sweep=[{kind: fixed, sweep: {short: []}}]"])
