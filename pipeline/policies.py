@@ -71,7 +71,9 @@ def build_policies(entries: list[dict[str, Any]], context: PolicyContext) -> lis
     policies = [build_policy(e, context) for e in entries]
     names = [p.name for p in policies]
     if len(set(names)) != len(names):
-        raise ValueError(f"two policies share a name: {names}; give one a `name:`")
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"policies share a name: {', '.join(repeated)}; give each a `name:` (in a sweep entry, a "
+                         f"template such as name: \"fixed-{{short}}-{{sr_model}}\")")
     return policies
 
 
