@@ -7,7 +7,9 @@ Layout of a run folder::
     records/rank{R}.jsonl    appended and fsynced per record while running; one file per rank
     records.jsonl            all records merged in dataset order (atomic, at the end)
     detections/{policy}.json the policy's COCO results file
-    summary.json             per policy: the 12 stats, per-category AP, FLOPs/time/memory per stage, factors
+    summary.json             per policy: the 12 stats, per-category AP, FLOPs/time/memory per stage, factors;
+                             the run's provenance (what the caller passes, e.g. the detector and command, plus the
+                             versions, processor and GPU of the process that finished it)
 
 Resuming skips the (policy, image) pairs that any rank file already holds; the merge orders records by the dataset's
 image order, so a resumed run gives the same detections file, hence the same metrics, as an uninterrupted one.
@@ -16,6 +18,7 @@ and evaluates after a barrier.
 """
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import logging
@@ -27,10 +30,11 @@ from collections import Counter
 from pathlib import Path
 
 from ardet.coco import STAT_NAMES, evaluate_bbox
+from ardet.device import environment
 from ardet.files import JsonlWriter, atomic_write_json, atomic_write_text, read_jsonl
 from eval.coco import CocoDataset
 from eval.cost import STAGES
-from eval.policy import ImageResult, Policy
+from eval.policy import POLICY_TRAITS, ImageResult, Policy
 
 log = logging.getLogger(__name__)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
@@ -54,9 +58,10 @@ def image_record(policy: str, image_id: int, original_size: tuple[int, int], res
 
 
 def run_evaluation(policies: list[Policy], dataset: CocoDataset, out_dir: str | Path, *, resume: bool = False,
-                   backend: str = "pycocotools", progress: bool = True) -> dict | None:
+                   backend: str = "pycocotools", progress: bool = True, provenance: dict | None = None) -> dict | None:
     """Run (or resume) every policy on this rank's share of ``dataset``; on rank 0 merge, evaluate, and return the
-    summary (other ranks return None)."""
+    summary (other ranks return None). ``provenance``: JSON-able facts the summary keeps about the run (the
+    command line records its detector, device, config and command)."""
     import torch.distributed as dist
     from tqdm import tqdm
 
@@ -92,7 +97,8 @@ def run_evaluation(policies: list[Policy], dataset: CocoDataset, out_dir: str | 
         dist.barrier()
     if rank != 0:
         return None
-    return finalize(out, names, dataset, backend, {p.name: bool(getattr(p, "adaptive", False)) for p in policies})
+    traits = {p.name: {t: bool(getattr(p, t, False)) for t in POLICY_TRAITS} for p in policies}
+    return finalize(out, names, dataset, backend, traits, provenance)
 
 
 def _check_same_dataset(path: Path, fingerprint: dict, resume: bool, write: bool) -> None:
@@ -116,12 +122,12 @@ def check_fresh(out_dir: str | Path) -> None:
 
 
 def finalize(out_dir: str | Path, names: list[str], dataset: CocoDataset, backend: str = "pycocotools",
-             adaptive: dict[str, bool] | None = None) -> dict:
+             traits: dict[str, dict[str, bool]] | None = None, provenance: dict | None = None) -> dict:
     """Merge the rank files in dataset order, write records.jsonl, detections/*.json and summary.json.
 
-    ``adaptive``: which policies choose sizes per image by content (the report histograms their factors)."""
+    ``traits``: each policy's :data:`eval.policy.POLICY_TRAITS` (False where not given)."""
     out = Path(out_dir)
-    adaptive = adaptive or {}
+    traits = traits or {}
     order = {image_id: i for i, image_id in enumerate(dataset.image_ids)}
     merged: dict[tuple[str, int], dict] = {}
     for r in _read_records(out / "records"):
@@ -138,11 +144,14 @@ def finalize(out_dir: str | Path, names: list[str], dataset: CocoDataset, backen
         detections = [d for r in mine for d in r["detections"]]
         atomic_write_json(out / "detections" / f"{name}.json", detections)
         metrics = evaluate_bbox(dataset.gt, detections, list(dataset.image_ids), backend=backend)
-        summaries.append({**summarize_policy(name, mine, metrics), "adaptive": adaptive.get(name, False)})
+        summaries.append({**summarize_policy(name, mine, metrics),
+                          **{t: traits.get(name, {}).get(t, False) for t in POLICY_TRAITS}})
     ids_sha256 = hashlib.sha256(json.dumps(sorted(dataset.image_ids)).encode()).hexdigest()  # the set, not the order
     summary = {"dataset": {**dataset.fingerprint, "images": str(dataset.images_dir), "num_images": len(dataset),
                            "image_ids_sha256": ids_sha256},
-               "backend": backend, "policies": summaries}
+               "backend": backend, "policies": summaries,
+               "provenance": {**(provenance or {}), "environment": environment(),
+                              "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}}
     atomic_write_json(out / "summary.json", summary)
     return summary
 

@@ -32,11 +32,16 @@ class ImageResult:
     uncounted_ops: tuple[str, ...] = ()  # compute ops that ran but have no FLOP formula (element-wise, norms, ...)
 
 
+POLICY_TRAITS = ("adaptive", "reference")  # optional boolean attributes of a policy, kept in summary.json
+
+
 @runtime_checkable
 class Policy(Protocol):
     """Chooses each image's input size and resampler, runs the stages, and reports detections and costs.
 
-    A policy may also set ``adaptive = True`` (it picks sizes by image content; reports histogram its factors).
+    A policy may also set ``adaptive = True`` (it picks sizes by image content; reports histogram its factors) and
+    ``reference = True`` (it needs the ground truth, like the oracle: an upper bound that reports draw apart and
+    keep off the Pareto fronts of deployable policies).
     """
 
     name: str

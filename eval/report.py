@@ -49,10 +49,15 @@ def load_rows(run_dirs: list[str | os.PathLike]) -> list[dict]:
             summary = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{path}: not valid JSON ({e}); re-run 'ardet eval --resume' on {run_dir}") from None
+        provenance = summary.get("provenance", {})  # absent in runs before it was recorded
+        detector = provenance.get("detector") or {}
         for policy in summary["policies"]:
             stats = {k: None if v is None or v < 0 else v for k, v in policy["stats"].items()}  # -1: no GT there
             rows.append({**policy, "stats": stats, "run": str(run_dir), "dataset": summary["dataset"],
-                         "backend": summary["backend"], "run_label": where.relative_to(common).as_posix() or where.name})
+                         "backend": summary["backend"], "reference": policy.get("reference", False),
+                         "detector": detector.get("spec"), "detector_sha256": detector.get("sha256"),
+                         "device": provenance.get("device"), "config": provenance.get("policies", {}).get(
+                             policy["policy"]), "run_label": where.relative_to(common).as_posix() or where.name})
     if not rows:
         raise ValueError("no policies in the given runs")
     names = [r["policy"] for r in rows]
@@ -62,8 +67,9 @@ def load_rows(run_dirs: list[str | os.PathLike]) -> list[dict]:
     for image_set, group in enumerate(_same_images(rows), 1):
         for r in group:
             r["image_set"] = image_set  # Pareto marks compare rows of one set only
-        for stat in FRONT_STATS:
-            marks = pareto_front([r["gflops"]["mean"]["total"] for r in group], [_metric(r, stat) for r in group])
+        for stat in FRONT_STATS:  # of deployable policies: a reference (the oracle) needs the ground truth
+            marks = pareto_front([r["gflops"]["mean"]["total"] for r in group],
+                                 [None if r["reference"] else _metric(r, stat) for r in group])
             for r, mark in zip(group, marks):
                 r[f"pareto_{stat}"] = mark
     return rows
@@ -87,9 +93,20 @@ def write_report(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) 
     paths = {name: out / name for name in ("report.md", "pareto.png", "results.json", "results.csv")}
     atomic_write_text(paths["report.md"], _markdown(rows))
     atomic_write_bytes(paths["pareto.png"], _figure(rows))
-    atomic_write_json(paths["results.json"], {"runs": [str(r) for r in run_dirs], "policies": rows})
+    atomic_write_json(paths["results.json"], {"runs": _runs(run_dirs), "policies": rows})
     atomic_write_text(paths["results.csv"], _csv(rows))
     return paths
+
+
+def _runs(run_dirs: list[str | os.PathLike]) -> list[dict]:
+    """Each run folder with the provenance its summary.json recorded (detector, device, command, versions)."""
+    return [{"run": str(d), **json.loads((Path(d) / "summary.json").read_text(encoding="utf-8")).get("provenance", {})}
+            for d in run_dirs]
+
+
+def _detector_label(row: dict) -> str:
+    sha = row.get("detector_sha256")
+    return "-" if row.get("detector") is None else f"{row['detector']}" + (f" ({sha[:8]})" if sha else "")
 
 
 def _metric(row: dict, stat: str) -> float | None:
@@ -109,17 +126,19 @@ def _markdown(rows: list[dict]) -> str:
     if len(sets) > 1:
         datasets.append("the runs cover different images or ground truth (the set column), so Pareto marks compare "
                         "policies within each set only")
-    head = ["policy", *(["set"] if len(sets) > 1 else []), *TABLE_STATS, "GFLOPs/img",
-            *(f"{s} GFLOPs" for s in STAGES), "img/s", "Pareto"]
+    detectors = len({_detector_label(r) for r in rows}) > 1
+    head = ["policy", *(["set"] if len(sets) > 1 else []), *(["detector"] if detectors else []), *TABLE_STATS,
+            "GFLOPs/img", *(f"{s} GFLOPs" for s in STAGES), "img/s", "Pareto"]
     lines = ["# ardet evaluation report", "",
              f"Dataset: {'; '.join(datasets)}. COCOeval backend: {', '.join(sorted({r['backend'] for r in rows}))}.",
              "", "## Accuracy against compute", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         g = r["gflops"]["mean"]
-        front = " ".join(f"**{s}**" for s in FRONT_STATS if r[f"pareto_{s}"]) or ""
+        front = "reference" if r["reference"] else " ".join(f"**{s}**" for s in FRONT_STATS if r[f"pareto_{s}"])
         lines.append("| " + " | ".join([
-            r["label"], *([str(r["image_set"])] if len(sets) > 1 else []), *(_fmt(_metric(r, s)) for s in TABLE_STATS),
+            r["label"], *([str(r["image_set"])] if len(sets) > 1 else []),
+            *([_detector_label(r)] if detectors else []), *(_fmt(_metric(r, s)) for s in TABLE_STATS),
             f"{g['total']:.2f}",
             *(f"{g.get(s, 0.0):.2f}" for s in STAGES), _fmt(r["images_per_s"], ".2f"), front]) + " |")
     lines += ["", "AP columns are COCOeval bbox stats (pycocotools' definitions; `-` where there is no ground truth "
@@ -127,9 +146,21 @@ def _markdown(rows: list[dict]) -> str:
               "torch's FlopCounterMode on the tensors each stage received (interpolation, which it counts as 0, by "
               "its taps: ardet/flops.py), mean over images. img/s is 1 / the mean "
               "of the summed stage wall times (model calls only, warm, no image decoding). Pareto marks the "
-              "policies that no other policy beats on both GFLOPs and that metric. Peak memory: "
+              "policies that no other policy beats on both GFLOPs and that metric; a reference (the oracle, which "
+              "picks each image's size by its ground truth, charged only for the size it keeps) is not deployable, "
+              "so it is never on a front and is drawn hollow. Peak memory: "
               "`torch.cuda.max_memory_allocated` on CUDA, the process's peak resident set size during the call on CPU "
-              "(Linux; elsewhere since the process started); both include the resident model weights.", ""]
+              "(Linux; elsewhere since the process started); both include the resident model weights.", "",
+              "## Runs", ""]
+    for run in _runs(sorted({r["run"] for r in rows}, key=[r["run"] for r in rows].index)):
+        env, det = run.get("environment", {}), run.get("detector", {})
+        versions = env.get("versions", {})
+        lines.append(f"- `{run['run']}`: " + ("no provenance recorded (an older run)" if not env else
+                     f"detector `{det.get('spec')}` (sha256 {(det.get('sha256') or 'unknown')[:12]}), device "
+                     f"{run.get('device')} ({env.get('gpu') or env.get('cpu')}, {env.get('torch_threads')} threads), "
+                     f"torch {versions.get('torch')}, transformers {versions.get('transformers')}, ardet "
+                     f"{versions.get('ardet')}, finished {run.get('finished')}; command `{run.get('command')}`"))
+    lines.append("")
     for r in rows:
         lines += [f"## {r['label']}", "", f"Run `{r['run']}`, {r['num_images']} images, "
                   f"{r['num_detections']} detections.", "",
@@ -155,7 +186,8 @@ def _markdown(rows: list[dict]) -> str:
 
 def _csv(rows: list[dict]) -> str:
     stages = list(dict.fromkeys(s for r in rows for s in r["gflops"]["mean"]))
-    fields = ["label", "run", "policy", "image_set", "num_images", "num_detections", "backend", "adaptive",
+    fields = ["label", "run", "policy", "image_set", "detector", "detector_sha256", "device", "num_images",
+              "num_detections", "backend", "adaptive", "reference",
               *STAT_NAMES, *(f"gflops_{s}" for s in stages), *(f"gflops_std_{s}" for s in stages),
               *(f"seconds_{s}" for s in stages), *(f"seconds_std_{s}" for s in stages),
               *(f"peak_memory_bytes_{s}" for s in stages if s != "total"), "images_per_s", "factor_mean",
@@ -166,8 +198,10 @@ def _csv(rows: list[dict]) -> str:
     for r in rows:
         writer.writerow({
             "label": r["label"], "run": r["run"], "policy": r["policy"], "image_set": r["image_set"],
+            "detector": r["detector"], "detector_sha256": r["detector_sha256"], "device": r["device"],
             "num_images": r["num_images"], "num_detections": r["num_detections"], "backend": r["backend"],
-            "adaptive": r.get("adaptive", False), **{s: _metric(r, s) for s in STAT_NAMES},  # empty: no GT there
+            "adaptive": r.get("adaptive", False), "reference": r["reference"],
+            **{s: _metric(r, s) for s in STAT_NAMES},  # empty: no GT there
             **{f"gflops_{s}": r["gflops"]["mean"].get(s, 0.0) for s in stages},
             **{f"gflops_std_{s}": r["gflops"]["std"].get(s, 0.0) for s in stages},
             **{f"seconds_{s}": r["seconds"]["mean"].get(s, 0.0) for s in stages},
@@ -184,6 +218,7 @@ def _figure(rows: list[dict]) -> bytes:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker as ticker
     import numpy as np
 
     adaptive = [r for r in rows if r.get("adaptive")]
@@ -197,14 +232,18 @@ def _figure(rows: list[dict]) -> bytes:
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     markers = "osD^vP*Xh<>"
     style = {r["label"]: (colors[i % len(colors)], markers[i % len(markers)]) for i, r in enumerate(rows)}
+    legend = {r["label"]: r["label"] + (f" [set {r['image_set']}]" if len(sets) > 1 else "")
+              + (" (reference)" if r["reference"] else "") for r in rows}
     costs = [r["gflops"]["mean"]["total"] for r in rows]
     for ax, stat in zip(axes, FRONT_STATS):
         for r, cost in zip(rows, costs):
             value = _metric(r, stat)
             if value is not None:
                 color, marker = style[r["label"]]
-                ax.scatter(cost, value, s=70, color=color, marker=marker, label=r["label"], zorder=3,
-                           edgecolors="black" if r[f"pareto_{stat}"] else "none", linewidths=1.2)
+                ax.scatter(cost, value, s=70, marker=marker, label=legend[r["label"]], zorder=3,
+                           facecolors="none" if r["reference"] else color,  # not deployable: hollow
+                           edgecolors=color if r["reference"] else "black" if r[f"pareto_{stat}"] else "none",
+                           linewidths=1.2)
         for k, linestyle in zip(sets, ["--", ":", "-.", (0, (5, 1, 1, 1))] * len(sets)):  # one front per image set
             front = sorted((c, _metric(r, stat)) for r, c in zip(rows, costs)
                            if r[f"pareto_{stat}"] and r["image_set"] == k)
@@ -214,7 +253,10 @@ def _figure(rows: list[dict]) -> bytes:
         if all(_metric(r, stat) is None for r in rows):
             ax.text(0.5, 0.5, f"no {stat} (no ground truth in that range)", transform=ax.transAxes, ha="center")
         if costs and max(costs) > 10 * max(min(costs), 1e-9):
-            ax.set_xscale("log")
+            ax.set_xscale("log")  # labelled at 1, 2, 5 x 10^k, plain numbers: the default crowds minor labels
+            ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         shown = [v for v in (_metric(r, stat) for r in rows) if v is not None]
         if shown:  # AP lives in [0, 1]: never show negative ticks, keep a little headroom
             top = max(shown) or 0.05
@@ -229,7 +271,7 @@ def _figure(rows: list[dict]) -> bytes:
         bins = np.linspace(min(factors), max(factors), 21) if max(factors) > min(factors) else 20  # shared bins
         for r in adaptive:
             ax.hist(r["factors"], bins=bins, histtype="step", linewidth=1.6, color=style[r["label"]][0],
-                    label=r["label"])
+                    label=legend[r["label"]])
         ax.set_xlabel("scale factor (input size / original size)")
         ax.set_ylabel("images")
         ax.set_title("Chosen scale factors (adaptive policies)")

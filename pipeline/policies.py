@@ -287,6 +287,7 @@ class OraclePolicy:
     size on ties). The reported cost is that of the kept candidate alone: what a perfect predictor would pay."""
 
     adaptive = True
+    reference = True
 
     def __init__(self, detector: Detector, dataset, short_sides: list[int], max_size: int = 1333,
                  resampler: str | sr.Resampler = "bilinear", lam: float = 0.0, name: str | None = None):

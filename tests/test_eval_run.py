@@ -16,7 +16,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from ardet.images import LoadedImage
-from detector import Detections
+from detector import Detections, weights_sha256
 from ardet.synthetic import make_split
 from ardet.config import ConfigError, load_config
 from eval import CocoDataset, EvalConfig, ImageResult, STAT_NAMES, check_resumable, run_evaluation
@@ -87,6 +87,13 @@ def test_run_writes_every_artefact_and_matches_pycocotools(setup):
         total_dets += len(dets)
         assert [policy["stats"][n] for n in STAT_NAMES] == pycocotools_stats(paths["val_json"], dets)
     assert total_dets > NUM_IMAGES  # the tiny detector does output boxes: the comparison is not of empty files
+    # what made the numbers: the detector file's sha256, the device, the command, the policies' entries, versions
+    made = summary["provenance"]
+    assert made["detector"]["sha256"] == weights_sha256(str(root / "detector.yaml"))
+    assert made["device"] == "cpu" and made["command"].endswith(f"--out {run} --no-progress")
+    assert made["policies"]["fixed-80-bicubic-max160"] == {"kind": "fixed", "short": 80, "max_size": 160,
+                                                           "resampler": "bicubic"}
+    assert made["environment"]["versions"]["torch"] == torch.__version__.split("+")[0]
 
 
 def test_sigkill_then_resume_gives_identical_metrics(setup):

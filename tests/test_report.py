@@ -37,8 +37,9 @@ def test_pareto_front_equals_brute_force(seed):
             assert on == (not dominated(i, costs, values))
 
 
-def fake_run(path, policies, adaptive=False, num_images=3, **dataset):
-    """A run folder as `ardet eval` leaves it (summary.json only), with made-up numbers."""
+def fake_run(path, policies, adaptive=False, num_images=3, reference=(), provenance=None, **dataset):
+    """A run folder as `ardet eval` leaves it (summary.json only), with made-up numbers; ``reference``: the names of
+    policies that need the ground truth (the oracle)."""
     rows = []
     for name, ap, gflops in policies:
         stats = dict(zip(STAT_NAMES, [ap, ap + 0.2, ap + 0.05, -1.0 if ap < 0.2 else ap / 2, ap, ap] + [0.5] * 6))
@@ -51,11 +52,12 @@ def fake_run(path, policies, adaptive=False, num_images=3, **dataset):
                      "images_per_s": 100 / stages["total"], "load_seconds_mean": 0.01,
                      "factors": [0.5, 1.0, 1.5] if adaptive else [1.0] * 3, "sizes": {"800x1066": 3},
                      "resamplers": {"bilinear": 3}, "flops_counted_images": 1, "uncounted_ops": ["add"],
-                     "peak_memory_bytes": {"detector": 2 ** 30}})
+                     "peak_memory_bytes": {"detector": 2 ** 30}, "reference": name in reference})
     path.mkdir(parents=True)
     (path / "summary.json").write_text(json.dumps({"dataset": {"annotations": "gt.json", "images": "img",
                                                                "num_images": num_images, **dataset},
-                                                   "backend": "pycocotools", "policies": rows}))
+                                                   "backend": "pycocotools", "policies": rows,
+                                                   **({"provenance": provenance} if provenance else {})}))
     return path
 
 
@@ -77,6 +79,28 @@ def test_report_writes_all_artefacts(tmp_path):
     results = json.loads(paths["results.json"].read_text())
     assert [p["pareto_AP"] for p in results["policies"]] == [True, True, False, True]
     assert results["policies"][3]["factors"] == [0.5, 1.0, 1.5]
+
+
+def test_the_oracle_is_a_reference_off_the_fronts_and_runs_say_what_made_them(tmp_path):
+    """The oracle needs the ground truth: it must not push a deployable policy off a front (here it would dominate
+    fixed-600), and it is labelled as what it is. Runs of different detectors are told apart in the table."""
+    provenance = {"command": "ardet eval --config c.yaml", "device": "cpu", "detector": {"spec": "models/a",
+                  "sha256": "ab" * 32}, "environment": {"versions": {"torch": "2.14.1"}, "cpu": "x", "gpu": None}}
+    a = fake_run(tmp_path / "a", [("fixed-800", 0.40, 80.0), ("fixed-600", 0.30, 45.0), ("oracle", 0.45, 40.0)],
+                 reference=("oracle",), provenance=provenance)
+    b = fake_run(tmp_path / "b", [("fixed-400", 0.2, 20.0)],
+                 provenance={**provenance, "detector": {"spec": "models/b", "sha256": None}})
+    rows = {r["label"]: r for r in load_rows([a, b])}
+    assert rows["fixed-600"]["pareto_AP"] and rows["fixed-800"]["pareto_AP"] and not rows["oracle"]["pareto_AP"]
+    paths = write_report([a, b], tmp_path / "o")
+    md = paths["report.md"].read_text()
+    lines = {line.split(" | ")[0].strip("| "): line for line in md.splitlines() if line.startswith("| ")}
+    assert lines["oracle"].endswith("| reference |") and "| models/a (abababab) |" in lines["fixed-600"]
+    assert "| models/b |" in lines["fixed-400"]
+    assert "ardet eval --config c.yaml" in md and "torch 2.14.1" in md
+    saved = json.loads(paths["results.json"].read_text())
+    assert saved["runs"][0]["detector"]["spec"] == "models/a" and saved["policies"][2]["reference"] is True
+    assert next(csv.DictReader(paths["results.csv"].open()))["detector"] == "models/a"
 
 
 def test_report_command_and_missing_run(tmp_path, capsys):

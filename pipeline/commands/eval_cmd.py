@@ -34,6 +34,8 @@ def run(args) -> int:
 def evaluate(args):
     """Run (or resume) the evaluation the arguments describe; (summary on rank 0 else None, run folder)."""
     import os
+    import shlex
+    import sys
     from pathlib import Path
 
     import torch
@@ -41,7 +43,7 @@ def evaluate(args):
 
     from ardet.config import load_config, override, save_config
     from ardet.device import resolve_device
-    from detector import load_detector
+    from detector import load_detector, weights_sha256
     from eval import CocoDataset, EvalConfig, check_fresh, check_resumable, read_image_ids, run_evaluation
     from pipeline.policies import PolicyContext, build_policies
 
@@ -77,8 +79,16 @@ def evaluate(args):
         detector = load_detector(cfg.detector.spec, device=device, threshold=cfg.detector.threshold,
                                  top_k=cfg.detector.top_k, categories=dataset.categories)
         policies = build_policies(cfg.policies, PolicyContext(detector, device, dataset))
+        try:
+            detector_sha256 = weights_sha256(cfg.detector.spec)
+        except FileNotFoundError:  # a hub model loaded some other way: its spec names it
+            detector_sha256 = None
+        provenance = {"command": shlex.join(sys.argv), "resumed": args.resume, "device": device, "world_size": world,
+                      "seed": cfg.seed, "detector": {"spec": cfg.detector.spec, "sha256": detector_sha256,
+                                                     "threshold": cfg.detector.threshold, "top_k": cfg.detector.top_k},
+                      "policies": {p.name: entry for p, entry in zip(policies, cfg.policies)}}
         summary = run_evaluation(policies, dataset, out, resume=args.resume, backend=cfg.backend,
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress, provenance=provenance)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -10,20 +10,15 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    import torch
-
+    from ardet.device import environment
     from ardet.weights import cache_dir
 
-    for name in ("ardet", "torch", "torchvision", "transformers", "timm", "pycocotools", "safetensors", "numpy"):
-        try:
-            print(f"{name:14s} {version(name)}")
-        except PackageNotFoundError:
-            print(f"{name:14s} not installed")
-    print(f"{'python':14s} {platform.python_version()}")
-    print(f"{'cuda':14s} {torch.cuda.is_available() and torch.cuda.get_device_name(0) or 'not available'}")
-    print(f"{'cpu threads':14s} {torch.get_num_threads()}")
+    env = environment()
+    for name, installed in env["versions"].items():
+        print(f"{name:14s} {installed or 'not installed'}")
+    print(f"{'python':14s} {env['python']}")
+    print(f"{'cpu':14s} {env['cpu']} ({env['cpu_count']} cores)")
+    print(f"{'cuda':14s} {env['gpu'] or 'not available'}")
+    print(f"{'cpu threads':14s} {env['torch_threads']}")
     print(f"{'weights cache':14s} {cache_dir()}")
     return 0
