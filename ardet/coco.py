@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 import logging
 import math
 import os
@@ -25,20 +24,24 @@ from typing import Literal
 import numpy as np
 
 from ardet.config import is_int, is_number
+from ardet.files import read_json
 
 log = logging.getLogger(__name__)
 
 
 def load_coco_json(path: str | os.PathLike) -> dict:
     """Read and validate a COCO instances JSON (images, annotations, categories); see :func:`validate_coco`."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"COCO annotation file not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON: {e}") from None
-    return validate_coco(data, str(path))
+    return validate_coco(read_json(path, "COCO annotation file"), str(path))
+
+
+def read_categories(path: str | os.PathLike) -> list[dict]:
+    """The ``categories`` list of a COCO JSON (a full annotation file or just ``{"categories": [...]}``)."""
+    data = read_json(path, "categories file")
+    categories = data.get("categories") if isinstance(data, dict) else None
+    if not isinstance(categories, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("id"), int) and isinstance(c.get("name"), str) for c in categories):
+        raise ValueError(f"{path}: needs a 'categories' list of {{id: int, name: str}} entries")
+    return categories
 
 
 def validate_coco(data: object, source: str = "annotations") -> dict:

@@ -78,6 +78,16 @@ class JsonlWriter:
         self.close()
 
 
+def read_json(path: str | os.PathLike, what: str = "file") -> Any:
+    """A JSON file's contents; a missing file or invalid JSON is one clear error naming ``what`` and the path."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON: {e}") from None
+
+
 def sha256(path: str | os.PathLike) -> str:
     """The file's sha256, read in 1 MiB blocks."""
     h = hashlib.sha256()

@@ -26,6 +26,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own decompression-bomb error threshold (2 x MAX_IMAGE_PIXELS)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the normalisation ImageNet-pretrained backbones (detector, predictor) expect
+IMAGENET_STD = (0.229, 0.224, 0.225)
 PIXEL_RANGE_SLACK = 1e-3  # what a stage accepts beyond [0, 1]: rounding of resampled or half-precision pixels
 
 ExifPolicy = Literal["ignore", "apply"]
@@ -178,11 +180,7 @@ def _pil_to_tensor(im: Image.Image, alpha: AlphaPolicy, name: str) -> torch.Tens
         return _float_pixels(torch.from_numpy(np.array(im, dtype=np.float32)).expand(3, -1, -1), name)
     if mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-    elif mode == "PA":
-        im = im.convert("RGBA")
-    elif mode == "LA":
-        im = im.convert("RGBA")
-    elif mode == "RGBa":
+    elif mode in ("PA", "LA", "RGBa"):
         im = im.convert("RGBA")
     if im.mode == "RGBA":
         rgba = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)

@@ -12,10 +12,8 @@ from dataclasses import dataclass
 import torch
 
 from ardet.device import resolve_device
-from ardet.images import check_pixels
+from ardet.images import IMAGENET_MEAN, IMAGENET_STD, check_pixels
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Model types whose boxes are normalised to the whole (padded) input rather than to the unpadded image.
 _PADDED_CANVAS_BOXES = {"rt_detr", "rt_detr_v2", "d_fine"}
@@ -105,7 +103,7 @@ class Detector:
     def preprocess(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         return normalize_and_pad(images, self.mean, self.std)
 
-    @torch.no_grad()  # not inference_mode: under it composite ops (conv2d, linear) reach the op recorder too
+    @torch.no_grad()
     def count_flops(self, size: tuple[int, int]):
         """FLOPs of one forward pass at input ``size`` (H, W), by ``ardet.flops`` (CPU attention included)."""
         from ardet.flops import count_flops

@@ -10,8 +10,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ardet.coco import read_categories
+from ardet.images import IMAGENET_MEAN, IMAGENET_STD
 from detector.config import DetectorConfig, ModelConfig
-from detector.detect import IMAGENET_MEAN, IMAGENET_STD, Detector
+from detector.detect import Detector
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,7 @@ def config_categories(cfg: DetectorConfig) -> list[dict] | None:
     if cfg.model.categories:
         return [{"id": c.id, "name": c.name} for c in cfg.model.categories]
     if cfg.data.train_json and Path(cfg.data.train_json).is_file():
-        return json.loads(Path(cfg.data.train_json).read_text())["categories"]
+        return read_categories(cfg.data.train_json)
     return None
 
 

@@ -16,13 +16,13 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from ardet.coco import evaluate_bbox, load_coco_json
-from ardet.device import resolve_device
 from ardet.config import check_resume, resume_key, save_config
+from ardet.device import resolve_device
 from ardet.files import JsonlWriter, atomic_write_json, load_torch_checkpoint, truncate_jsonl
-from ardet.images import load_image
+from ardet.images import IMAGENET_MEAN, IMAGENET_STD, load_image
 from detector.config import DetectorConfig
 from detector.data import CocoDetection, StepSampler, augmentation, check_image_files
-from detector.detect import IMAGENET_MEAN, IMAGENET_STD, Detector, detr_target_size, normalize_and_pad
+from detector.detect import Detector, detr_target_size, normalize_and_pad
 from detector.model import (BEST, LAST, build_model, in_backbone, load_model, map_labels, set_trainable,
                             use_trainable_batchnorm)
 

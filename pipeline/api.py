@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ardet.coco import read_categories
 from ardet.config import from_dict, load_config
 from ardet.images import ImageSource, LoadedImage, file_image_id, to_image
 from eval import ImageResult, measuring
@@ -138,19 +139,3 @@ class AdaptivePipeline:
         pixels = x[0].to("cpu", copy=True)  # at an unchanged size x is the input itself
         return Preprocessed(pixels, image.size, size, factor, used, costs["flops"], costs["seconds"])
 
-
-def read_categories(path: str | Path) -> list[dict]:
-    """The ``categories`` list of a COCO JSON (a full annotation file or just ``{"categories": [...]}``)."""
-    import json
-
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"categories file not found: {path}") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON: {e}") from None
-    categories = data.get("categories") if isinstance(data, dict) else None
-    if not isinstance(categories, list) or not all(
-            isinstance(c, dict) and isinstance(c.get("id"), int) and isinstance(c.get("name"), str) for c in categories):
-        raise ValueError(f"{path}: needs a 'categories' list of {{id: int, name: str}} entries")
-    return categories

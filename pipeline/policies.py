@@ -11,8 +11,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
+import scale_predictor
 import sr
 from ardet.config import from_dict, is_int, is_number
 from ardet.images import LoadedImage
@@ -37,8 +39,6 @@ class PolicyContext:
         return self._load("sr", name_or_path, lambda: sr.load_model(name_or_path, device=self.device))
 
     def predictor(self, path: str) -> torch.nn.Module:
-        import scale_predictor
-
         return self._load("predictor", path, lambda: scale_predictor.load_predictor(path, device=self.device))
 
     def _load(self, kind: str, name: str, load: Callable[[], torch.nn.Module]) -> torch.nn.Module:
@@ -291,11 +291,9 @@ class OraclePolicy:
 
     def __init__(self, detector: Detector, dataset, short_sides: list[int], max_size: int = 1333,
                  resampler: str | sr.Resampler = "bilinear", lam: float = 0.0, name: str | None = None):
-        from scale_predictor.oracle import image_quality
-
         if not (math.isfinite(lam) and lam >= 0):
             raise ValueError(f"oracle policy: lam must be a finite number >= 0, got {lam}")
-        self.lam, self.quality, self.categories = float(lam), image_quality, dataset.categories
+        self.lam, self.categories = float(lam), dataset.categories
         self.images = {img["id"]: img for img in dataset.gt["images"]}
         self.annotations: dict[int, list[dict]] = {i: [] for i in self.images}
         for a in dataset.gt["annotations"]:
@@ -310,15 +308,12 @@ class OraclePolicy:
     def __call__(self, image: LoadedImage) -> ImageResult:
         if image.id not in self.images:
             raise ValueError(f"oracle policy: image {image.id!r} is not in the dataset, so it has no ground truth")
-        best, best_value, qualities = None, -math.inf, []
-        for candidate in self.candidates:
-            result = candidate(image)
-            q = self.quality(result.detections.to_coco(image.id), self.annotations[image.id], self.images[image.id],
-                             self.categories)
-            value = (0.0 if q is None else q) - self.lam * sum(result.flops.values()) / 1e9
-            qualities.append(q)
-            if value > best_value:  # strict: the smaller size wins ties
-                best, best_value = result, value
+        results = [candidate(image) for candidate in self.candidates]  # in ascending size: ties go to the smaller
+        qualities = [scale_predictor.image_quality(r.detections.to_coco(image.id), self.annotations[image.id],
+                                                   self.images[image.id], self.categories) for r in results]
+        costs = scale_predictor.oracle_costs(np.array([0.0 if q is None else q for q in qualities]),
+                                             np.array([sum(r.flops.values()) / 1e9 for r in results]), self.lam)
+        best = results[int(np.argmin(costs))]
         extra = {"oracle": True, "candidate_quality": qualities,
                  "candidate_short_sides": [c.short for c in self.candidates]}
         return dataclasses.replace(best, extra=extra)

@@ -12,6 +12,7 @@ Output convention (the one every caller relies on):
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Literal, Sequence
@@ -19,10 +20,8 @@ from typing import Literal, Sequence
 import torch
 from torch import nn
 
-from ardet.images import check_pixels
+from ardet.images import IMAGENET_MEAN, IMAGENET_STD, check_pixels
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 SIZE_REF = 512.0  # native sizes enter the head as log(h / 512), log(w / 512): order-one numbers for COCO-like images
 
 
@@ -175,13 +174,9 @@ class ScalePredictor(nn.Module):
             raise ValueError("this predictor was trained without a knob; pass knob=None")
         device = self.mean.device
         knobs = None if knob is None else torch.full((len(thumbs),), float(knob), device=device)
-        was_training = self.training
-        self.eval()
-        try:
+        with self._evaluating():
             on_device = sizes.to(device)
             raw = self.short_side(self(thumbs.to(device, torch.float32), on_device, knobs), on_device).cpu()
-        finally:
-            self.train(was_training)
         if not torch.isfinite(raw).all():  # unreachable by construction; a bug if it ever fires
             raise RuntimeError(f"scale predictor produced non-finite sizes {raw.tolist()}")
         used_knob = (self.default_knob if knob is None else float(knob)) if self.use_knob else None
@@ -201,14 +196,19 @@ class ScalePredictor(nn.Module):
         """:class:`ardet.flops.FlopCount` of one forward at the model's thumbnail size."""
         from ardet.flops import count_flops
 
+        with self._evaluating(), torch.no_grad():
+            device = self.mean.device
+            _, count = count_flops(self, torch.rand(batch, 3, self.thumb, self.thumb, device=device),
+                                   torch.full((batch, 2), 480.0, device=device),
+                                   torch.full((batch,), self.default_knob, device=device))
+        return count
+
+    @contextlib.contextmanager
+    def _evaluating(self):
+        """Eval mode inside the block (BatchNorm statistics, no dropout), the caller's mode restored after it."""
         was_training = self.training
         self.eval()
         try:
-            with torch.no_grad():
-                device = self.mean.device
-                _, count = count_flops(self, torch.rand(batch, 3, self.thumb, self.thumb, device=device),
-                                       torch.full((batch, 2), 480.0, device=device),
-                                       torch.full((batch,), self.default_knob, device=device))
+            yield
         finally:
             self.train(was_training)
-        return count

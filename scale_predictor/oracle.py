@@ -23,6 +23,12 @@ from scale_predictor.model import target_size
 RunFn = Callable[[Any, tuple[int, int]], tuple[float, float]]  # (image as ``load()`` returns it, (H, W))
 
 
+def oracle_costs(quality: np.ndarray, gflops: np.ndarray, lam: float | np.ndarray) -> np.ndarray:
+    """What the oracle minimises over candidate sizes: (1 - quality) + lambda * GFLOPs. Candidates in ascending size
+    order and ``argmin`` give the smaller size on ties."""
+    return (1.0 - quality) + lam * gflops
+
+
 @dataclass(frozen=True)
 class OracleTable:
     """Per image (rows) and candidate short side (columns): detection quality in [0, 1] (higher is better), the total
@@ -35,8 +41,8 @@ class OracleTable:
     sizes: np.ndarray  # [N, K, 2]
 
     def costs(self, lam: float | np.ndarray) -> np.ndarray:
-        """(1 - quality) + lambda * GFLOPs, [N, K]; ``lam`` a scalar or one value per image."""
-        return (1.0 - self.quality) + np.reshape(lam, (-1, 1)) * self.gflops
+        """:func:`oracle_costs` per image, [N, K]; ``lam`` a scalar or one value per image."""
+        return oracle_costs(self.quality, self.gflops, np.reshape(lam, (-1, 1)))
 
     def labels(self, lam: float | np.ndarray) -> np.ndarray:
         """Index of the best candidate per image (the smaller size on ties)."""

@@ -1,4 +1,5 @@
 """``ardet coco-eval``: evaluate an existing COCO results file, as a plain COCO evaluation script."""
+from ardet.coco import BACKENDS
 from pipeline.cli import add_command
 
 
@@ -11,33 +12,22 @@ def add_parser(sub) -> None:
     p.add_argument("--dets", required=True, help="COCO results JSON: a list of {image_id, category_id, bbox, score}")
     p.add_argument("--image-ids", help="evaluate only these images: a file with a JSON list or whitespace-separated "
                                        "ids (default: every image of --gt; images without detections are misses)")
-    p.add_argument("--backend", default="pycocotools", choices=["pycocotools", "faster-coco-eval"])
+    p.add_argument("--backend", default="pycocotools", choices=BACKENDS)
     p.add_argument("--json", dest="json_out", metavar="OUT", help='write {"stats": [12 numbers in pycocotools order], '
                                                                  '"per_category": [...], ...} to OUT')
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    import json
     import logging
-    from pathlib import Path
 
     from ardet.coco import evaluate_bbox, load_coco_json
-    from ardet.files import atomic_write_json
+    from ardet.files import atomic_write_json, read_json
     from eval.coco import read_image_ids
 
     gt = load_coco_json(args.gt)
-    try:
-        dets = json.loads(Path(args.dets).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"detections file not found: {args.dets}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{args.dets}: not valid JSON: {e}") from None
+    dets = read_json(args.dets, "detections file")
     image_ids = read_image_ids(args.image_ids) if args.image_ids else None
-    if image_ids is not None:
-        unknown = sorted(set(image_ids) - {img["id"] for img in gt["images"]})
-        if unknown:
-            raise ValueError(f"--image-ids: ids not in {args.gt}: {unknown[:5]}")
     metrics = evaluate_bbox(gt, dets, image_ids, backend=args.backend)
     evaluated = set(image_ids) if image_ids is not None else {img["id"] for img in gt["images"]}
     covered = len({d["image_id"] for d in dets} & evaluated)

@@ -61,16 +61,16 @@ def policy_entry(args) -> dict:
         raise ValueError(f"--policy {args.policy} does not use {', '.join('--' + n.replace('_', '-') for n in unused)}")
     if args.scale is not None and args.max_size is not None:  # a scale sets the whole size
         raise ValueError("--max-size does not apply with --scale (the size is the original's times the scale)")
-    max_size = 1333 if args.max_size is None else args.max_size
     resample = {"resampler": args.resampler, "sr_model": args.sr_model, "sr_min_factor": args.sr_min_factor}
     if args.policy == "fixed":
-        return {"kind": "fixed", "short": 800 if args.size is None else args.size, "max_size": max_size,
-                "scale": args.scale, **resample}
-    if args.policy == "adaptive":
-        return {"kind": "adaptive", "predictor": args.predictor, "knob": args.knob, **resample}
-    return {"kind": "cascade", "low": 512 if args.low is None else args.low, "high": args.high,
-            "predictor": args.predictor, "knob": args.knob, "max_size": max_size,
-            "threshold": 0.5 if args.uncertainty is None else args.uncertainty, **resample}
+        entry = {"short": args.size, "max_size": args.max_size, "scale": args.scale}
+    elif args.policy == "adaptive":
+        entry = {"predictor": args.predictor, "knob": args.knob}
+    else:
+        entry = {"low": args.low, "high": args.high, "predictor": args.predictor, "knob": args.knob,
+                 "max_size": args.max_size, "threshold": args.uncertainty}
+    # options not given take the policy's own defaults (pipeline.policies' FixedOptions, CascadeOptions)
+    return {"kind": args.policy, **{k: v for k, v in {**entry, **resample}.items() if v is not None}}
 
 
 def run(args) -> int:
