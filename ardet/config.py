@@ -177,18 +177,21 @@ def resume_key(cfg: Any, may_change: tuple[str, ...]) -> dict:
     return d
 
 
-def check_resume(saved: dict | None, now: dict, checkpoint: str | os.PathLike) -> None:
-    """Refuse to resume ``checkpoint`` under a config other than the one that wrote it (``saved``, its
-    :func:`resume_key`; None for checkpoints from before it was recorded, which are trusted)."""
-    if saved is None or saved == now:
-        return
-
+def config_differences(a: dict, b: dict) -> list[str]:
+    """The dotted keys (``dataset.limit``) whose values differ between two config dicts."""
     def flat(d: dict, prefix: str = "") -> dict:
         return {k2: v2 for k, v in d.items()
                 for k2, v2 in (flat(v, f"{prefix}{k}.").items() if isinstance(v, dict) and v else [(prefix + k, v)])}
-    a, b = flat(saved), flat(now)
-    differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-    raise ValueError(f"{checkpoint} was written by a different config (it differs in {', '.join(differ)}); resume "
+    a, b = flat(a), flat(b)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def check_resume(saved: dict, now: dict, checkpoint: str | os.PathLike) -> None:
+    """Refuse to resume ``checkpoint`` under a config other than the one that wrote it (``saved``, its
+    :func:`resume_key`)."""
+    differ = config_differences(saved, now)
+    if differ:
+        raise ValueError(f"{checkpoint} was written by a different config (it differs in {', '.join(differ)}); resume "
                      f"with that config, or use another out_dir (or delete the checkpoint to start over)")
 
 

@@ -64,12 +64,12 @@ def train_detector(cfg: DetectorConfig, progress: bool = True) -> dict:
     # On the CPU first: a GPU run's optimizer state resumes anywhere (load_state_dict moves it to the parameters).
     state = load_torch_checkpoint(resume_dir / TRAIN_STATE, "cpu") if resume_dir is not None else None
     drop_at = int(t.steps * t.lr_drop_at) if t.lr_drop_at < 1 else math.inf
-    if state is not None and state["step"] >= state.get("lr_drop_step", math.inf):
+    if state is not None and state["step"] >= state["lr_drop_step"]:
         drop_at = state["lr_drop_step"]  # a drop already taken (or due next step) stays put when train.steps rises
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.1 if step >= drop_at else 1.0)
     start, best_ap = 0, -1.0
     if state is not None:
-        check_resume(state.get("config"), resume_key(cfg, _MAY_CHANGE), resume_dir / TRAIN_STATE)
+        check_resume(state["config"], resume_key(cfg, _MAY_CHANGE), resume_dir / TRAIN_STATE)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start, best_ap = int(state["step"]), float(state["best_ap"])

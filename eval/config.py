@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ardet.config import ConfigError, config_to_dict, dump_yaml, load_yaml
+from ardet.config import ConfigError, config_differences, config_to_dict, dump_yaml, load_yaml
 
 
 @dataclass
@@ -87,7 +87,7 @@ def check_resumable(cfg: EvalConfig, out_dir: str | Path) -> None:
         raise FileNotFoundError(f"--resume: {path} not found; nothing to resume in {out_dir}")
     saved = load_yaml(path.read_text(encoding="utf-8"))
     now = load_yaml(dump_yaml(config_to_dict(cfg)))  # same normalisation as the saved file
-    diff = sorted(k for k in set(saved) | set(now) if k != "output" and saved.get(k) != now.get(k))
+    diff = [k for k in config_differences(saved, now) if k != "output"]
     if diff:
         raise ConfigError(f"--resume: the config differs from {path} in {', '.join(diff)}; resume with the same "
                           f"config, or start a new run with another --out")

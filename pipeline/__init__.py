@@ -6,10 +6,10 @@
     prep = pipe.preprocess("image.png")   # the resampled image only, for a detector of your own
 """
 from pipeline.api import AdaptivePipeline, PipelineConfig, PipelineResult, Preprocessed
-from pipeline.policies import (AdaptivePolicy, CascadePolicy, FixedPolicy, OraclePolicy, PolicyContext,
+from pipeline.policies import (AdaptivePolicy, CascadePolicy, FixedPolicy, OraclePolicy, PolicyContext, Rendered,
                                SinglePassPolicy, build_policies, build_policy, list_policies, register_policy,
                                uncertainty)
 
 __all__ = ["AdaptivePipeline", "PipelineConfig", "PipelineResult", "Preprocessed", "AdaptivePolicy", "CascadePolicy",
-           "FixedPolicy", "OraclePolicy", "PolicyContext", "SinglePassPolicy", "build_policies", "build_policy",
+           "FixedPolicy", "OraclePolicy", "PolicyContext", "Rendered", "SinglePassPolicy", "build_policies", "build_policy",
            "list_policies", "register_policy", "uncertainty"]

@@ -134,8 +134,9 @@ class AdaptivePipeline:
                              f"preprocess works with fixed and adaptive policies")
         image = self.load(image)
         with self.measuring():
-            x, size, factor, used = self.policy.preprocess(image)
+            rendered = self.policy.preprocess(image)
             costs = self.policy.meter.take()
-        pixels = x[0].to("cpu", copy=True)  # at an unchanged size x is the input itself
-        return Preprocessed(pixels, image.size, size, factor, used, costs["flops"], costs["seconds"])
+        pixels = rendered.pixels[0].to("cpu", copy=True)  # at an unchanged size, the input itself
+        return Preprocessed(pixels, image.size, rendered.size, rendered.factor, rendered.resampler, costs["flops"],
+                            costs["seconds"])
 

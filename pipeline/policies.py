@@ -77,6 +77,16 @@ def build_policies(entries: list[dict[str, Any]], context: PolicyContext) -> lis
     return policies
 
 
+@dataclass(frozen=True)
+class Rendered:
+    """An image at the size a policy decided, before the detector."""
+
+    pixels: torch.Tensor  # [1, 3, H, W] on the detector's device; at an unchanged size, the input image itself
+    size: tuple[int, int]
+    factor: float
+    resampler: str  # what rendered it (Resampler.method): "none" when the size is unchanged
+
+
 class SinglePassPolicy:
     """Decide a size, render the image at it, detect once. Subclasses define :meth:`decide`.
 
@@ -92,34 +102,31 @@ class SinglePassPolicy:
         raise NotImplementedError
 
     @torch.no_grad()
-    def preprocess(self, image: LoadedImage) -> tuple[torch.Tensor, tuple[int, int], float, str]:
-        """``image`` rendered at the decided size: ([1, 3, H, W] on the detector's device, (H, W), factor, what
-        rendered it: ``Resampler.method``, "none" when the size is unchanged).
-        The costs stay in :attr:`meter` until ``meter.take()``."""
+    def preprocess(self, image: LoadedImage) -> Rendered:
+        """``image`` rendered at the decided size. The costs stay in :attr:`meter` until ``meter.take()``."""
         self.meter.reset()  # an earlier call that raised must not bill its stages to this image
         return self.render(image, *self.decide(image))
 
     @torch.no_grad()
-    def render(self, image: LoadedImage, size: tuple[int, int], factor: float
-               ) -> tuple[torch.Tensor, tuple[int, int], float, str]:
+    def render(self, image: LoadedImage, size: tuple[int, int], factor: float) -> Rendered:
         """:meth:`preprocess` after the decision: ``image`` resampled to ``size``."""
         x = image.pixels.unsqueeze(0).to(self.detector.device)
         method = self.resampler.method(image.size, size)
         if method != "none":
             x = self.meter.measure("resample", self.resampler, x, size)
-        return x, size, factor, method
+        return Rendered(x, size, factor, method)
 
     @torch.no_grad()
     def __call__(self, image: LoadedImage) -> ImageResult:
-        return self.detect(image, *self.preprocess(image))
+        return self.detect(image, self.preprocess(image))
 
     @torch.no_grad()
-    def detect(self, image: LoadedImage, x: torch.Tensor, size: tuple[int, int], factor: float,
-               used: str) -> ImageResult:
+    def detect(self, image: LoadedImage, rendered: Rendered) -> ImageResult:
         """The detector on :meth:`preprocess`'s output; the result carries every cost since it started."""
         # DETR's FLOPs depend on the input shape only, not on the original size boxes are mapped back to.
-        detections = self.meter.measure("detector", self.detector.detect, [x[0]], [image.size], flops_key=size)[0]
-        return ImageResult(detections, size, factor, used, **self.meter.take())
+        detections = self.meter.measure("detector", self.detector.detect, [rendered.pixels[0]], [image.size],
+                                        flops_key=rendered.size)[0]
+        return ImageResult(detections, rendered.size, rendered.factor, rendered.resampler, **self.meter.take())
 
 
 class FixedPolicy(SinglePassPolicy):
@@ -248,7 +255,7 @@ class CascadePolicy:
             extra.update(rerun=False, high_size=list(size))  # keep the first pass, paying only for the decision
             second = dataclasses.replace(first, **self.high.meter.take())
         else:
-            second = self.high.detect(image, *self.high.render(image, size, factor))
+            second = self.high.detect(image, self.high.render(image, size, factor))
 
         def merged(field_name: str, combine: Callable) -> dict:  # per stage, over the passes that ran it
             a, b = getattr(first, field_name), getattr(second, field_name)

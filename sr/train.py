@@ -304,13 +304,12 @@ def train(cfg: Config) -> Path:
     resume = {**resume_key(cfg, _MAY_CHANGE), "weights": _weights_identity(cfg)}
     if last.exists():
         state = load_torch_checkpoint(last, device)
-        saved = state.get("config")
-        check_resume(saved, resume if saved is None or "weights" in saved else resume_key(cfg, _MAY_CHANGE), last)
+        check_resume(state["config"], resume, last)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        step, seconds = state["step"], state.get("seconds", 0.0)
+        step, seconds = state["step"], state["seconds"]
         # The steps since the last log record: the next record averages them too, as an uninterrupted run's does.
-        losses = [torch.tensor(v, device=device) for v in state.get("pending_losses", [])]
+        losses = [torch.tensor(v, device=device) for v in state["pending_losses"]]
         log.info("resumed %s at step %d", last, step)
     save_config(cfg, out)  # after the resume check: a refused run leaves the folder's config as it was
     images = load_images(cfg.data)

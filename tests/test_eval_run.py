@@ -127,7 +127,7 @@ def test_sigkill_then_resume_gives_identical_metrics(setup):
     assert [p["stats"] for p in s1["policies"]] == [p["stats"] for p in s2["policies"]]
 
     cfg = load_config(EvalConfig, root / "eval.yaml", ["dataset.limit=3"])
-    with pytest.raises(ConfigError, match="config differs .* in dataset"):  # a resume must not mix two configs
+    with pytest.raises(ConfigError, match="config differs .* in dataset.limit"):  # a resume must not mix two configs
         check_resumable(cfg, out)
     check_resumable(load_config(EvalConfig, root / "eval.yaml", [f"output={root}/elsewhere"]), out)
 
