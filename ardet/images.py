@@ -183,12 +183,19 @@ def _pil_to_tensor(im: Image.Image, alpha: AlphaPolicy, name: str) -> torch.Tens
     elif mode in ("PA", "LA", "RGBa"):
         im = im.convert("RGBA")
     if im.mode == "RGBA":
-        rgba = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        rgba = _chw_float(im)
         rgb, a = rgba[:3], rgba[3:]
         return (rgb * a + (1.0 - a) if alpha == "white" else rgb).contiguous()
     if im.mode != "RGB":
         im = im.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
-    return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+    return _chw_float(im)
+
+
+def _chw_float(im: Image.Image) -> torch.Tensor:
+    """An 8-bit multi-channel PIL image as [C, h, w] float32 in [0, 1], with one float copy (a 24 MP photo: 0.2 GB
+    less at peak than converting, scaling and transposing in three)."""
+    pixels = torch.from_numpy(np.array(im))  # uint8 [h, w, C]; a writable copy, as torch wants
+    return torch.empty(pixels.shape[2], *pixels.shape[:2]).copy_(pixels.permute(2, 0, 1)).div_(255.0)
 
 
 def _array_to_tensor(t: torch.Tensor, name: str, max_pixels: int, channels_last: bool) -> torch.Tensor:

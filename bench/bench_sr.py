@@ -2,7 +2,7 @@
 each model, peak memory of a large upscale with the small model, bfloat16 vs float32 error.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_sr.py --json runs/bench_sr.json            # everything
-    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_sr.py --only speed,macs,bf16,memory
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_sr.py --only speed,macs,bf16,memory,chunk
 
 The official model needs `ardet weights pull liif-edsr-baseline`; without it its rows use random weights (said so).
 """
@@ -119,7 +119,26 @@ def bench_bf16() -> list[dict]:
     return rows
 
 
-BENCHES = {"speed": bench_speed, "macs": bench_macs, "memory": bench_memory, "bf16": bench_bf16}
+def bench_chunk(repeat: int = 3) -> list[dict]:
+    """The decoder's queries per call on the CPU: 2048 for every model against the width-scaled default
+    (LIIF.default_chunk), 480x640 -> 800x1066, best of ``repeat`` interleaved runs; the outputs must be equal."""
+    rows = []
+    x = torch.rand(1, 3, 480, 640, generator=torch.Generator().manual_seed(0))
+    for name in ("liif-nano", "liif-micro", "liif-mini", "liif-small"):
+        model = sr.load_model(name)
+        chunk = model.default_chunk(torch.device("cpu"))
+        best, outputs = {2048: float("inf"), chunk: float("inf")}, {}
+        for _ in range(repeat):
+            for c in best:
+                outputs[c], t = timed(model.upscale, x, (800, 1066), chunk=c)
+                best[c] = min(best[c], t)
+        rows.append({"model": name, "default_chunk": chunk, "chunk2048_s": round(best[2048], 3),
+                     "default_s": round(best[chunk], 3), "speedup": round(best[2048] / best[chunk], 2),
+                     "max_abs_diff": float((outputs[2048] - outputs[chunk]).abs().max())})
+    return rows
+
+
+BENCHES = {"speed": bench_speed, "macs": bench_macs, "memory": bench_memory, "bf16": bench_bf16, "chunk": bench_chunk}
 
 
 def main() -> None:

@@ -43,7 +43,10 @@ def normalize_and_pad(images: list[torch.Tensor], mean, std) -> tuple[torch.Tens
     std = torch.as_tensor(std, dtype=torch.float32, device=device).view(3, 1, 1)
     height = max(int(im.shape[-2]) for im in images)
     width = max(int(im.shape[-1]) for im in images)
-    pixel_values = torch.zeros(len(images), 3, height, width, device=device)
+    # channels-last on the CPU: the backbone's max-pool and convolutions run 1.1-1.6x faster per forward
+    # (bench/bench_detector.py); the values are the same
+    layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+    pixel_values = torch.empty(len(images), 3, height, width, device=device, memory_format=layout).zero_()
     pixel_mask = torch.zeros(len(images), height, width, dtype=torch.int64, device=device)
     for i, im in enumerate(images):
         check_pixels(im, 3, "detector")

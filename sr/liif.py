@@ -173,13 +173,21 @@ class LIIF(nn.Module):
         z = self.fold((img - 0.5) / 0.5, cell * cell.new_tensor([h, w])).reshape(b * h * w, -1)
         return self.decode(z, index, rel).view(b, -1, 3)
 
+    def default_chunk(self, device: torch.device) -> int:
+        """Queries per decoder call: on a GPU 65536 (each chunk costs a kernel launch per layer, and fewer queries
+        leave it idle); on the CPU 2048 queries of a 256-wide MLP (the activations stay in cache), more for narrower
+        ones, whose time per chunk is mostly Python overhead (bench/bench_sr.py --only chunk)."""
+        if device.type != "cpu":
+            return 65536
+        width = max(m.out_features for m in self.imnet.layers[:-1] if isinstance(m, nn.Linear))
+        return min(32768, 2048 * max(1, 256 // width))
+
     @torch.no_grad()
     def upscale(self, img: torch.Tensor, size: tuple[int, int], tile: int | None = 512,
                 chunk: int | None = None) -> torch.Tensor:
         """[B, 3, h, w] in [0, 1] -> [B, 3, H, W] float32 in [0, 1], computing in the model's dtype. The encoder runs
         on LR tiles of about ``tile`` pixels a side (None: one tile), the decoder on about ``chunk`` queries at a
-        time; by default 2048 on the CPU (small chunks keep the MLP's activations in cache) and 65536 on a GPU
-        (where each chunk costs a kernel launch per layer and 2048 queries leave it idle)."""
+        time; by default :meth:`default_chunk`."""
         check_pixels(img, 4, "LIIF.upscale")
         (b, _, h, w), (H, W) = img.shape, check_size(size)
         if tile is not None and tile < 1:
@@ -187,7 +195,7 @@ class LIIF(nn.Module):
         p = next(self.parameters())
         if b == 0:
             return torch.empty(0, 3, H, W, device=p.device)
-        chunk = chunk or (2048 if p.device.type == "cpu" else 65536)
+        chunk = chunk or self.default_chunk(p.device)
         x = ((img.to(p.device, torch.float32) - 0.5) / 0.5).to(p.dtype).contiguous(memory_format=torch.channels_last)
         (iy, ry), (ix, rx) = (tuple(t.to(p.device) for t in axis_geometry(n, N)) for n, N in ((h, H), (w, W)))
         rel_cell = torch.ones(2) * torch.tensor([2 / H, 2 / W]) * torch.tensor([h, w]).float()  # reference float32

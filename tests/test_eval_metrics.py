@@ -9,7 +9,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from eval import CocoMetrics, STAT_NAMES, evaluate_bbox, validate_coco
+from eval import BACKENDS, CocoMetrics, STAT_NAMES, evaluate_bbox, validate_coco
 
 CATEGORIES = [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}, {"id": 18, "name": "dog"}]
 
@@ -177,12 +177,17 @@ def test_detection_ids_and_scores_must_be_numbers(mutate, message):
         evaluate_bbox(gt, dets)
 
 
-def test_input_detections_are_not_mutated():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_input_detections_and_ground_truth_are_not_mutated(backend):
+    if backend == "faster-coco-eval":
+        pytest.importorskip("faster_coco_eval", reason="faster-coco-eval not installed (pip install 'ardet[fast-eval]')")
     gt = make_gt(5)
     dets = make_dets(gt)
-    before = copy.deepcopy(dets)
-    evaluate_bbox(gt, dets)
+    before, gt_before = copy.deepcopy(dets), copy.deepcopy(gt)
+    first = evaluate_bbox(gt, dets, backend=backend)
     assert dets == before  # pycocotools' loadRes adds area/id/segmentation to what it is given
+    assert gt == gt_before  # COCOeval adds `ignore` to the GT annotations it is given
+    assert evaluate_bbox(gt, dets, backend=backend).stats == first.stats
 
 
 def test_faster_coco_eval_gives_the_same_stats():

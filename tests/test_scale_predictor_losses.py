@@ -160,3 +160,35 @@ def test_image_quality_is_per_image_coco_ap():
     assert image_quality([{**det, "bbox": [0, 0, 100, 62]}], gt, image, cats) == pytest.approx(0.3)
     assert image_quality([], gt, image, cats) == 0.0
     assert image_quality([{**det, "bbox": [0, 0, 10, 10]}], [], image, cats) is None
+
+
+def test_image_quality_equals_pycocotools_over_every_category():
+    """image_quality evaluates only the image's own categories; pycocotools over all of them (with detections of
+    categories absent from the image) must give the same AP."""
+    import contextlib
+    import io
+    import random
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    rng = random.Random(0)
+    image = {"id": 3, "width": 300, "height": 200, "file_name": "x.png"}
+    cats = [{"id": i, "name": f"c{i}"} for i in range(1, 11)]
+    gt = [{"id": k + 1, "image_id": 3, "category_id": rng.choice([2, 5]), "iscrowd": 0,
+           "bbox": [rng.uniform(0, 200), rng.uniform(0, 120), rng.uniform(5, 90), rng.uniform(5, 70)]} for k in range(8)]
+    for a in gt:
+        a["area"] = a["bbox"][2] * a["bbox"][3]
+    # per object: one detection of its class, two of any class (most of them absent from the image)
+    dets = [{"image_id": 3, "category_id": c, "score": rng.random(),
+             "bbox": [v + rng.gauss(0, 3) for v in a["bbox"][:2]] + a["bbox"][2:]}
+            for a in gt for c in (a["category_id"], rng.randint(1, 10), rng.randint(1, 10))]
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = {"images": [image], "annotations": [dict(a) for a in gt], "categories": cats}
+        coco.createIndex()
+        ev = COCOeval(coco, coco.loadRes([dict(d) for d in dets]), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    assert ev.stats[0] > 0 and image_quality(dets, gt, image, cats) == pytest.approx(ev.stats[0], abs=1e-12)
