@@ -379,9 +379,15 @@ def test_detect_cli_keeps_the_readable_images_results_and_checks_outputs_first(t
                                    ([tmp_path / "good.png"], ["--out", str(tmp_path / "b")], "--out"),
                                    ([tmp_path / "good.png"], ["--out", str(tmp_path / "good.png" / "d.json")], "is a file"),
                                    ([tmp_path / "good.png"], ["--draw", str(tmp_path / "good.png" / "x" / "d.png")],
-                                    "is a file")):
+                                    "is a file"),
+                                   # outputs that are inputs: the drawings or the results would replace the photos
+                                   ([tmp_path / "good.png", tmp_path / "broken.png"], ["--draw", str(tmp_path)],
+                                    "overwrite the input"),
+                                   ([tmp_path / "good.png"], ["--out", str(tmp_path / "good.png")],
+                                    "overwrite the input")):
         assert main(["detect", *map(str, inputs), *run, *(extra or ["--out", str(out)])]) == 2
         assert message in capsys.readouterr().err and not out.exists()
+    assert Image.open(tmp_path / "good.png").size == (50, 60)  # still the photo
     # A phone photo stored sideways (EXIF orientation 6): --exif apply detects on, and draws, the upright image.
     photo = Image.fromarray(random_image(40, 60, 8))
     exif = photo.getexif()

@@ -273,6 +273,17 @@ def test_upscale_command(tmp_path):
         tmp_path / n for n in ("in.png", "out.npy", "out.png", "small.npy"))  # no temporary file left behind
     with pytest.raises(ValueError, match="exceeds"):
         sr.resize(x, (20000, 20000))
+    assert main(["upscale", str(tmp_path / "in.png"), str(tmp_path / "in.png"), "--scale", "2"]) == 2  # the input
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "in.png")), rgb)
+    # A photo stored sideways (EXIF orientation 6) comes out as viewers show it, unless --exif ignore
+    photo = Image.fromarray(rgb)
+    exif = photo.getexif()
+    exif[0x0112] = 6
+    photo.save(tmp_path / "phone.jpg", exif=exif)
+    for policy, shape in (("apply", (32, 24, 3)), ("ignore", (24, 32, 3))):
+        assert main(["upscale", str(tmp_path / "phone.jpg"), str(tmp_path / f"{policy}.npy"), "--scale", "2",
+                     "--model", "liif-nano", "--exif", policy]) == 0
+        assert np.load(tmp_path / f"{policy}.npy").shape == shape
 
 
 def test_train_sr_writes_checkpoints_and_resumes_exactly(tmp_path):

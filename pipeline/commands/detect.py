@@ -135,14 +135,20 @@ def check_outputs(args) -> tuple[list, list]:
         if path and blocking is not None:
             raise ValueError(f"{option} {path}: {blocking} is a file, so nothing can be written below it")
     if not args.draw:
-        return image_ids, [None] * len(stems)
-    if len(args.images) > 1:
+        targets = [None] * len(stems)
+    elif len(args.images) > 1:
         if Path(args.draw).is_file():
             raise ValueError(f"--draw {args.draw} is a file; with several inputs it names a folder")
-        return image_ids, [Path(args.draw) / f"{s}.png" for s in stems]
-    if Path(args.draw).suffix.lower() not in Image.registered_extensions() or Path(args.draw).is_dir():
+        targets = [Path(args.draw) / f"{s}.png" for s in stems]
+    elif Path(args.draw).suffix.lower() not in Image.registered_extensions() or Path(args.draw).is_dir():
         raise ValueError(f"--draw {args.draw}: with one input it names an image file, e.g. dets.png")
-    return image_ids, [Path(args.draw)]
+    else:
+        targets = [Path(args.draw)]
+    inputs = {Path(p).resolve() for p in args.images}
+    for option, path in [("--out", args.out), *(("--draw", t) for t in targets)]:
+        if path and Path(path).resolve() in inputs:
+            raise ValueError(f"{option} would overwrite the input image {path}; write the results elsewhere")
+    return image_ids, targets
 
 
 def draw_detections(pixels, dets, names: dict[int, str], path) -> None:

@@ -14,10 +14,13 @@ def add_parser(sub) -> None:
     size.add_argument("--scale", type=float, help="factor for both axes (output size rounded)")
     size.add_argument("--size", help="exact output size HxW")
     p.add_argument("--model", default="liif-edsr-baseline", help="registered name or checkpoint path")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model runs")
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--tile", type=int, default=512, help="encoder tile side in LR pixels (bounds memory)")
     p.add_argument("--liif-always", action="store_true", help="use LIIF even where the image shrinks")
+    p.add_argument("--exif", choices=("apply", "ignore"), default="apply",
+                   help="apply: turn a photo upright by its EXIF orientation first, as viewers show it (the output "
+                        "has no orientation tag, so this keeps its appearance); ignore: the stored pixel grid")
     p.set_defaults(func=run)
 
 
@@ -48,11 +51,13 @@ def run(args) -> int:
     from ardet.images import load_image
 
     out = Path(args.output)
+    if out.resolve() == Path(args.input).resolve():
+        raise ValueError(f"{out} is the input image; write the result elsewhere")
     if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".npy") or out.is_dir():
         raise ValueError(f"{out}: output must be a .png, .jpg or .npy file")
     if args.scale is not None and not (math.isfinite(args.scale) and args.scale > 0):
         raise ValueError(f"--scale must be a positive number, got {args.scale}")
-    img = load_image(args.input).pixels[None]
+    img = load_image(args.input, exif=args.exif).pixels[None]
     h, w = img.shape[-2:]
     size = sr.check_size(parse_size(args.size) if args.size else
                          (max(1, round(h * args.scale)), max(1, round(w * args.scale))))
