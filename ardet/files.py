@@ -7,7 +7,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -86,6 +86,18 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
         raise FileNotFoundError(f"{what} not found: {path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not valid JSON: {e}") from None
+
+
+def check_finite_weights(named_tensors: Iterable[tuple[str, Any]], source: str) -> None:
+    """Refuse weights holding NaN or infinity where they are loaded: they run without an error and give silently
+    wrong outputs (a detector that finds nothing, an SR model that renders black, a predictor stuck mid-range)."""
+    import torch
+
+    bad = [name for name, t in named_tensors if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        names = ", ".join(bad[:3]) + (" ..." if len(bad) > 3 else "")
+        raise ValueError(f"{source}: weights contain NaN or infinity ({names}; {len(bad)} tensors): a corrupt file "
+                         f"or a diverged training run")
 
 
 def sha256(path: str | os.PathLike) -> str:

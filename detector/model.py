@@ -4,6 +4,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import pickle
 import re
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 
 from ardet.coco import read_categories
+from ardet.files import check_finite_weights
 from ardet.images import IMAGENET_MEAN, IMAGENET_STD
 from detector.config import DetectorConfig, ModelConfig
 from detector.detect import Detector
@@ -146,21 +148,28 @@ def _from_pretrained(spec: str | Path, local: bool, id2label: dict[int, str] | N
     from safetensors import SafetensorError
     from transformers import AutoModelForObjectDetection
 
-    config = offline_safe_config(_read_json(spec, "config.json", local))
+    try:
+        config = offline_safe_config(_read_json(spec, "config.json", local))
+    except ValueError as e:  # transformers' own errors for an unknown model_type or a bad field are ValueErrors too
+        raise ValueError(f"detector {spec}: {e}") from None
     if id2label:
         config.id2label, config.label2id = dict(id2label), {n: i for i, n in id2label.items()}
     try:
         model, info = AutoModelForObjectDetection.from_pretrained(
             str(spec), config=config, local_files_only=local, ignore_mismatched_sizes=bool(id2label),
             output_loading_info=True)
-    except (OSError, SafetensorError) as e:  # no weights file, or a truncated or foreign one
-        raise ValueError(f"detector {spec}: its weights cannot be loaded: {e}") from None
+    except pickle.UnpicklingError:  # torch.load(weights_only=True) met objects other than tensors
+        raise ValueError(f"detector {spec}: its pytorch_model.bin holds more than tensors, so it was not unpickled "
+                         f"(arbitrary code could run); use a model.safetensors from a source you trust") from None
+    except (OSError, SafetensorError, RuntimeError) as e:  # no weights file, or a truncated or foreign one
+        raise ValueError(f"detector {spec}: its weights cannot be loaded: {str(e).splitlines()[0]}") from None
     # transformers fills tensors the file lacks with random values and only warns: a detector that silently detects
     # noise. A new class head (id2label) is replaced on purpose and reported as mismatched, not missing.
     if info["missing_keys"]:
         missing = sorted(info["missing_keys"])
         raise ValueError(f"detector {spec}: its weights lack {len(missing)} of the model's tensors ({', '.join(missing[:3])}"
                          f"{', ...' if len(missing) > 3 else ''}): the weights file does not match config.json")
+    check_finite_weights(model.state_dict().items(), f"detector {spec}")
     if id2label:
         _reset_class_head(model)
     processor = _read_json(spec, "preprocessor_config.json", local, required=False) or {}
@@ -224,6 +233,8 @@ def offline_safe_config(data: dict):
     """
     from transformers import AutoConfig
 
+    if not isinstance(data, dict) or not isinstance(data.get("model_type"), str):
+        raise ValueError("config.json must be a JSON object with a model_type (a transformers model config)")
     data = dict(data)
     kwargs = data.pop("backbone_kwargs", None)
     if kwargs is not None and not data.get("backbone_config") and data.get("use_timm_backbone", True):

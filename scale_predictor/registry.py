@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ardet.device import resolve_device
+from ardet.files import check_finite_weights
 from scale_predictor.model import ScalePredictor
 
 # Each entry: ScalePredictor arguments. FLOPs at the 224 thumbnail are in docs/scale-predictor.md (with the command).
@@ -81,6 +82,7 @@ def load_predictor(path: str | os.PathLike, device: str = "cpu") -> ScalePredict
     else:
         raise ValueError(f"{path}: no predictor spec in its metadata and no {SIDECAR} beside it")
     model = create_predictor(spec)
+    check_finite_weights(state.items(), str(path))
     try:
         model.load_state_dict(state)
     except RuntimeError as e:  # missing, unexpected or misshapen tensors

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ardet.device import resolve_device
-from ardet.files import load_torch_checkpoint
+from ardet.files import check_finite_weights, load_torch_checkpoint
 from sr.liif import LIIF
 from sr.models import make
 
@@ -145,6 +145,7 @@ def _with_state(model: LIIF, sd: dict, source) -> LIIF:
         problems = [f"{label}: {', '.join(items[:4])}{' ...' if len(items) > 4 else ''} ({len(items)})"
                     for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)) if items]
         raise ValueError(f"{source}: state dict does not match {_describe(model)}: " + "; ".join(problems))
+    check_finite_weights(sd.items(), str(source))
     model.load_state_dict(sd)
     return model
 

@@ -413,6 +413,26 @@ def test_weights_that_do_not_fit_or_do_not_load_are_clear_errors(tmp_path):
     weights.unlink()
     with pytest.raises(ValueError, match="cannot be loaded"):
         load_detector(str(tmp_path / "model"))
+    # A pytorch_model.bin that is a pickle of something other than tensors: refused, never executed
+    import os
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {tmp_path / 'ran'}",)
+
+    (tmp_path / "model" / "pytorch_model.bin").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(ValueError, match="holds more than tensors"):
+        load_detector(str(tmp_path / "model"))
+    assert not (tmp_path / "ran").exists()
+    (tmp_path / "model" / "pytorch_model.bin").write_bytes(b"PK\x03\x04" + b"\x00" * 40)  # a truncated zip
+    with pytest.raises(ValueError, match="cannot be loaded"):
+        load_detector(str(tmp_path / "model"))
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    for bad in ({k: v for k, v in config.items() if k != "model_type"}, [1, 2]):
+        (tmp_path / "model" / "config.json").write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match="must be a JSON object with a model_type"):
+            load_detector(str(tmp_path / "model"))
     with pytest.raises(ValueError, match="no CUDA device|cpu, cuda"):
         Detector(build_model(tiny_config("conditional_detr", num_labels=2)), {0: 1}, device="gpu")
 

@@ -305,3 +305,28 @@ def test_detect_command_runs_the_chosen_policy(tmp_path, predictor_path):
                                              "policy": entry})
         expected = pipe(str(tmp_path / "5.png")).detections.to_coco(5)
         assert json.loads(out.read_text()) == expected and expected
+
+
+def test_every_loader_refuses_weights_with_nan(detector, predictor_path, tmp_path):
+    """NaN weights run without error: the detector finds nothing, LIIF renders black, the predictor sits mid-range.
+    Each stage's loader refuses them, naming the file."""
+    from scale_predictor import load_predictor, save_predictor
+
+    nano = sr.load_model("liif-nano")
+    with torch.no_grad():
+        next(nano.parameters())[0].fill_(float("nan"))
+    sr.save_model(nano, tmp_path / "nan-sr.safetensors")
+    predictor = load_predictor(str(predictor_path))
+    with torch.no_grad():
+        predictor.head[-1].bias.fill_(float("inf"))
+    save_predictor(predictor, tmp_path / "nan-predictor.safetensors")
+    with torch.no_grad():
+        weight = next(detector.model.parameters())
+        saved = weight.clone()
+        weight[0] = float("nan")
+        detector.model.save_pretrained(tmp_path / "nan-detector")
+        weight.copy_(saved)
+    for load, path in ((sr.load_model, "nan-sr.safetensors"), (load_predictor, "nan-predictor.safetensors"),
+                       (load_detector, "nan-detector")):
+        with pytest.raises(ValueError, match=f"{path}.*NaN or infinity"):
+            load(str(tmp_path / path))
