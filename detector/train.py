@@ -78,7 +78,11 @@ def train_detector(cfg: DetectorConfig, progress: bool = True) -> dict:
     train_set = CocoDetection(data.train_json, data.train_images, {c: l for l, c in label_map.items()},
                               augmentation(t))
     if data.val_json:  # now, not at the first validation
-        check_image_files(load_coco_json(data.val_json), data.val_images, data.val_json)
+        val = load_coco_json(data.val_json)
+        check_image_files(val, data.val_images, data.val_json)
+        if sorted((c["id"], c["name"]) for c in val["categories"]) != sorted((c["id"], c["name"]) for c in categories):
+            raise ValueError(f"{data.val_json}: its categories (id, name) differ from {data.train_json}'s: validation "
+                             f"would score the model's classes against other ids; give both the same categories")
     loader = torch.utils.data.DataLoader(
         train_set, batch_sampler=StepSampler(len(train_set), t.batch_size, t.steps, start, t.seed),
         num_workers=t.workers, collate_fn=_as_list)

@@ -157,9 +157,18 @@ def test_bad_training_data_fails_before_the_first_step(tmp_path, shapes):
     missing = {**train_json, "images": [*train_json["images"], {"id": 999, "file_name": "gone.png", "height": 64,
                                                                  "width": 80}]}
     (tmp_path / "missing.json").write_text(json.dumps(missing))
+    # validation ground truth with the two classes' ids swapped: it would score each class against the other's boxes
+    val_json = json.loads(Path(shapes[2].split("=", 1)[1]).read_text())
+    ids = {c["id"]: c["id"] for c in val_json["categories"]}
+    first, second = sorted(ids)[:2]
+    ids[first], ids[second] = second, first
+    (tmp_path / "swapped.json").write_text(json.dumps({
+        **val_json, "categories": [{**c, "id": ids[c["id"]]} for c in val_json["categories"]],
+        "annotations": [{**a, "category_id": ids[a["category_id"]]} for a in val_json["annotations"]]}))
     for key, name, message in (("train_json", "no-boxes", "no image has a non-crowd box"),
                                ("train_json", "missing", "not in"),
-                               ("val_json", "no-images", "no images")):
+                               ("val_json", "no-images", "no images"),
+                               ("val_json", "swapped", "categories .* differ")):
         cfg = small_run(tmp_path / name, shapes, 2, f"data.{key}={tmp_path / name}.json")
         with pytest.raises((ValueError, FileNotFoundError), match=message):
             train_detector(cfg, progress=False)
