@@ -100,6 +100,19 @@ def check_finite_weights(named_tensors: Iterable[tuple[str, Any]], source: str) 
                          f"or a diverged training run")
 
 
+def module_sha256(module) -> str:
+    """The sha256 of a torch module's state (names, dtypes, shapes and values, in order): the identity of the
+    weights a run used, whatever file format or path they came from."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def sha256(path: str | os.PathLike) -> str:
     """The file's sha256, read in 1 MiB blocks."""
     h = hashlib.sha256()

@@ -4,6 +4,7 @@ Layout of a run folder::
 
     config.yaml              the resolved config (written by the command)
     dataset.json             the ground truth it scores against: the annotation file and its sha256
+    weights.json             the identity of each model's weights, when the caller gives them (resume checks both)
     records/rank{R}.jsonl    appended and fsynced per record while running; one file per rank
     records.jsonl            all records merged in dataset order (atomic, at the end)
     detections/{policy}.json the policy's COCO results file
@@ -58,10 +59,12 @@ def image_record(policy: str, image_id: int, original_size: tuple[int, int], res
 
 
 def run_evaluation(policies: list[Policy], dataset: CocoDataset, out_dir: str | Path, *, resume: bool = False,
-                   backend: str = "pycocotools", progress: bool = True, provenance: dict | None = None) -> dict | None:
+                   backend: str = "pycocotools", progress: bool = True, provenance: dict | None = None,
+                   weights: dict[str, str] | None = None) -> dict | None:
     """Run (or resume) every policy on this rank's share of ``dataset``; on rank 0 merge, evaluate, and return the
     summary (other ranks return None). ``provenance``: JSON-able facts the summary keeps about the run (the
-    command line records its detector, device, config and command)."""
+    command line records its detector, device, config and command). ``weights``: an identity per model the
+    policies use (e.g. :func:`ardet.files.module_sha256`); a resume with other weights is refused."""
     import torch.distributed as dist
     from tqdm import tqdm
 
@@ -75,7 +78,12 @@ def run_evaluation(policies: list[Policy], dataset: CocoDataset, out_dir: str | 
     records_dir = out / "records"
     if not resume:
         check_fresh(out)
-    _check_same_dataset(out / "dataset.json", dataset.fingerprint, resume, write=rank == 0)
+    # Only the annotations' contents count: another image selection from the same file may resume (extending a
+    # --limit run), and the file may have moved.
+    _check_unchanged(out / "dataset.json", dataset.fingerprint, ["annotations_sha256"], resume, rank == 0,
+                     "ground truth")
+    if weights is not None:
+        _check_unchanged(out / "weights.json", weights, None, resume, rank == 0, "model weights")
     done = {(r["policy"], r["image_id"]) for r in _read_records(records_dir)}
     if distributed:
         dist.barrier()  # every rank has checked and read the folder before any rank writes to it
@@ -101,18 +109,18 @@ def run_evaluation(policies: list[Policy], dataset: CocoDataset, out_dir: str | 
     return finalize(out, names, dataset, backend, traits, provenance)
 
 
-def _check_same_dataset(path: Path, fingerprint: dict, resume: bool, write: bool) -> None:
-    """A resumed run against other ground truth (an annotation file regenerated in place) would score detections of
-    the old images against the new boxes: refused. Records are per (policy, image), so another image selection from
-    the same file may resume (extending a --limit run, in the API). Only the contents count, not the file's path."""
+def _check_unchanged(path: Path, record: dict, keys: list[str] | None, resume: bool, write: bool, what: str) -> None:
+    """Write ``record`` when a run starts; on a resume, refuse when any of its ``keys`` (None: all) changed since:
+    the old records would be mixed with new ones made from other inputs."""
     if resume and path.exists():
         saved = json.loads(path.read_text(encoding="utf-8"))
-        if saved.get("annotations_sha256") != fingerprint["annotations_sha256"]:
-            raise ValueError(f"--resume: {path.parent} was started on other ground truth ({saved.get('annotations')} "
-                             f"had other contents, recorded in {path.name}): its records do not belong to this data. "
-                             f"Start a new run with another --out")
+        differ = [k for k in (keys or sorted(saved.keys() | record.keys())) if saved.get(k) != record.get(k)]
+        if differ:
+            raise ValueError(f"--resume: {path.parent} was started with other {what} ({', '.join(differ)} differ "
+                             f"from {path.name}): its records do not belong to this run. Start a new run with another "
+                             f"--out")
     elif write:
-        atomic_write_json(path, fingerprint)
+        atomic_write_json(path, record)
 
 
 def check_fresh(out_dir: str | Path) -> None:

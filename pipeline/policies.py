@@ -33,7 +33,7 @@ class PolicyContext:
     detector: Detector
     device: str = "cpu"
     dataset: Any = None  # eval.CocoDataset
-    _models: dict[tuple[str, str], torch.nn.Module] = field(default_factory=dict)
+    models: dict[tuple[str, str], torch.nn.Module] = field(default_factory=dict)  # loaded so far: (kind, name)
 
     def sr_model(self, name_or_path: str) -> torch.nn.Module:
         return self._load("sr", name_or_path, lambda: sr.load_model(name_or_path, device=self.device))
@@ -42,9 +42,9 @@ class PolicyContext:
         return self._load("predictor", path, lambda: scale_predictor.load_predictor(path, device=self.device))
 
     def _load(self, kind: str, name: str, load: Callable[[], torch.nn.Module]) -> torch.nn.Module:
-        if (kind, name) not in self._models:
-            self._models[kind, name] = load()
-        return self._models[kind, name]
+        if (kind, name) not in self.models:
+            self.models[kind, name] = load()
+        return self.models[kind, name]
 
 
 def register_policy(kind: str) -> Callable[[PolicyBuilder], PolicyBuilder]:

@@ -16,7 +16,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from ardet.images import LoadedImage
-from detector import Detections, weights_sha256
+from detector import Detections, load_detector, weights_sha256
 from ardet.synthetic import make_split
 from ardet.config import ConfigError, load_config
 from eval import CocoDataset, EvalConfig, ImageResult, STAT_NAMES, check_resumable, run_evaluation
@@ -222,3 +222,24 @@ def test_coco_mini_demo_produces_every_artefact(tmp_path):
         assert [policy["stats"][n] for n in STAT_NAMES] == pycocotools_stats(str(gt_json),
                                                                            detections[policy["policy"]])
         assert policy["gflops"]["mean"]["detector"] > 0 and policy["images_per_s"] > 0
+
+
+def test_resume_with_other_detector_weights_is_refused(setup, tmp_path):
+    """A model folder retrained (or replaced) in place between a run and its resume: the records of the old weights
+    would be merged with the new ones'. The weights' identity is recorded at the start and checked on resume."""
+    root, paths = setup
+    torch.manual_seed(0)
+    model = load_detector(str(root / "detector.yaml")).model
+    model.save_pretrained(tmp_path / "model")
+    config = yaml.safe_load((root / "eval.yaml").read_text())
+    config["detector"]["spec"] = str(tmp_path / "model")
+    config["policies"] = config["policies"][:1]
+    (tmp_path / "eval.yaml").write_text(yaml.safe_dump(config))
+    run = ["eval", "--config", tmp_path / "eval.yaml", "--out", tmp_path / "run", "--no-progress", "--limit", "4"]
+    assert ardet(*run).returncode == 0
+    assert ardet(*run, "--resume").returncode == 0  # the same weights resume
+    with torch.no_grad():
+        next(model.parameters()).add_(0.01)
+    model.save_pretrained(tmp_path / "model")
+    done = ardet(*run, "--resume")
+    assert done.returncode == 2 and "other model weights (detector differ" in done.stderr, done.stderr

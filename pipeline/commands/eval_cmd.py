@@ -43,6 +43,7 @@ def evaluate(args):
 
     from ardet.config import load_config, override, save_config
     from ardet.device import resolve_device
+    from ardet.files import module_sha256
     from detector import load_detector, weights_sha256
     from eval import CocoDataset, EvalConfig, check_fresh, check_resumable, read_image_ids, run_evaluation
     from pipeline.policies import PolicyContext, build_policies
@@ -78,7 +79,8 @@ def evaluate(args):
         torch.manual_seed(cfg.seed)  # a random-init detector is the same on every rank and every run
         detector = load_detector(cfg.detector.spec, device=device, threshold=cfg.detector.threshold,
                                  top_k=cfg.detector.top_k, categories=dataset.categories)
-        policies = build_policies(cfg.policies, PolicyContext(detector, device, dataset))
+        context = PolicyContext(detector, device, dataset)
+        policies = build_policies(cfg.policies, context)
         try:
             detector_sha256 = weights_sha256(cfg.detector.spec)
         except FileNotFoundError:  # a hub model loaded some other way: its spec names it
@@ -87,8 +89,10 @@ def evaluate(args):
                       "seed": cfg.seed, "detector": {"spec": cfg.detector.spec, "sha256": detector_sha256,
                                                      "threshold": cfg.detector.threshold, "top_k": cfg.detector.top_k},
                       "policies": {p.name: entry for p, entry in zip(policies, cfg.policies)}}
+        weights = {"detector": module_sha256(detector.model),
+                   **{f"{kind} {name}": module_sha256(model) for (kind, name), model in context.models.items()}}
         summary = run_evaluation(policies, dataset, out, resume=args.resume, backend=cfg.backend,
-                                 progress=not args.no_progress, provenance=provenance)
+                                 progress=not args.no_progress, provenance=provenance, weights=weights)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
