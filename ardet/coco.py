@@ -61,9 +61,10 @@ def validate_coco(data: object, source: str = "annotations") -> dict:
     categories = [_entry(cat, ("id", "name"), source, "categories") for cat in data["categories"]]
     image_ids = _unique_int_ids(images, source, "images")
     category_ids = _unique_int_ids(categories, source, "categories")
-    unnamed = [c["id"] for c in categories if not isinstance(c["name"], str)]
-    if unnamed:
-        raise ValueError(f"{source}: category names must be strings, e.g. ids {unnamed[:5]}")
+    for entries, key, what in ((categories, "name", "category"), (images, "file_name", "image")):
+        bad = [e["id"] for e in entries if not isinstance(e[key], str) or not e[key]]
+        if bad:
+            raise ValueError(f"{source}: each {what}'s {key} must be a non-empty string, e.g. {what} ids {bad[:5]}")
     annotations = [_entry(ann, ("id", "image_id", "category_id", "bbox"), source, "annotations")
                    for ann in data["annotations"]]
     _unique_int_ids(annotations, source, "annotations")

@@ -49,6 +49,12 @@ def load_rows(run_dirs: list[str | os.PathLike]) -> list[dict]:
             summary = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{path}: not valid JSON ({e}); re-run 'ardet eval --resume' on {run_dir}") from None
+        policies = summary.get("policies") if isinstance(summary, dict) else None
+        if not (isinstance(policies, list) and isinstance(summary.get("dataset"), dict) and all(
+                isinstance(p, dict) and isinstance(p.get("stats"), dict) and isinstance(p.get("gflops"), dict)
+                for p in policies)):
+            raise ValueError(f"{path}: not the summary of an 'ardet eval' run (needs dataset and policies with stats "
+                             f"and gflops); re-run 'ardet eval --resume' on {run_dir}")
         provenance = summary.get("provenance", {})  # absent in runs before it was recorded
         detector = provenance.get("detector") or {}
         for policy in summary["policies"]:

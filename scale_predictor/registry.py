@@ -76,12 +76,21 @@ def load_predictor(path: str | os.PathLike, device: str = "cpu") -> ScalePredict
     except SafetensorError as e:
         raise ValueError(f"{path}: not a readable safetensors file (truncated or corrupt?): {e}") from None
     if SPEC_KEY in meta:
-        spec = json.loads(meta[SPEC_KEY])
+        where, text = f"{path} metadata {SPEC_KEY}", meta[SPEC_KEY]
     elif (path.parent / SIDECAR).is_file():
-        spec = json.loads((path.parent / SIDECAR).read_text(encoding="utf-8"))
+        where, text = str(path.parent / SIDECAR), (path.parent / SIDECAR).read_text(encoding="utf-8")
     else:
         raise ValueError(f"{path}: no predictor spec in its metadata and no {SIDECAR} beside it")
-    model = create_predictor(spec)
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: not valid JSON: {e}") from None
+    if not (isinstance(spec, dict) and isinstance(spec.get("name"), str) and isinstance(spec.get("args", {}), dict)):
+        raise ValueError(f"{where}: expected a predictor spec {{name, args}}, got {text[:80]!r}")
+    try:
+        model = create_predictor(spec)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
     check_finite_weights(state.items(), str(path))
     try:
         model.load_state_dict(state)

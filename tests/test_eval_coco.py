@@ -99,7 +99,9 @@ GOOD = {"images": [{"id": 1, "file_name": "a.jpg"}], "categories": [{"id": 1, "n
     (lambda d: d["annotations"][0].update(area="big"), "area"),  # pycocotools would fail comparing it to a range
     (lambda d: d["annotations"][0].update(area=float("nan")), "area"),  # ... or silently drop the object
     (lambda d: d["annotations"][0].update(iscrowd="no"), "iscrowd"),
-    (lambda d: d["categories"][0].update(name=7), "names must be strings"),
+    (lambda d: d["categories"][0].update(name=7), "category's name must be a non-empty string"),
+    (lambda d: d["images"][0].update(file_name=5), "image's file_name must be a non-empty string"),
+    (lambda d: d["images"][0].update(file_name=None), "file_name must be a non-empty string"),
 ])
 def test_validation_errors_name_the_problem(mutate, message):
     data = json.loads(json.dumps(GOOD))

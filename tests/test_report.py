@@ -153,6 +153,10 @@ def test_pareto_marks_compare_runs_on_the_same_images_only(tmp_path):
     (tmp_path / "torn" / "summary.json").write_text('{"dataset": ')
     with pytest.raises(ValueError, match="torn/summary.json: not valid JSON"):
         load_rows([a, tmp_path / "torn"])
+    for text in ("{}", "[]", "NaN", '{"dataset": {}, "policies": [{"policy": "p"}]}'):
+        (tmp_path / "torn" / "summary.json").write_text(text)
+        with pytest.raises(ValueError, match="torn/summary.json: not the summary of an 'ardet eval' run"):
+            load_rows([a, tmp_path / "torn"])
 
 
 def test_coco_eval_command_equals_pycocotools(tmp_path, capsys):

@@ -180,6 +180,14 @@ def test_save_load_roundtrip(tmp_path, model):
     assert load_predictor(tmp_path / "sp").predict(images) == expected
     with pytest.raises(FileNotFoundError):
         load_predictor(tmp_path / "missing.safetensors")
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(path))
+    for spec, message in (("{not json", "not valid JSON"), ("[1, 2]", "expected a predictor spec"),
+                          ('{"name": "nope"}', "unknown scale predictor")):  # each naming the file and the key
+        save_file(state, str(tmp_path / "bad.safetensors"), metadata={"ardet_scale_predictor": spec})
+        with pytest.raises(ValueError, match=f"bad.safetensors metadata ardet_scale_predictor: {message}"):
+            load_predictor(tmp_path / "bad.safetensors")
     path.write_bytes(path.read_bytes()[:1000])  # truncated
     with pytest.raises(ValueError, match="truncated or corrupt"):
         load_predictor(path)
