@@ -97,6 +97,8 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
             raise ConfigError(f"{path}: cannot read the config file: {e.strerror or e}") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a text (UTF-8) YAML file") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     data = apply_overrides(data, overrides)

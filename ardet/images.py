@@ -174,8 +174,11 @@ def _pil_to_tensor(im: Image.Image, alpha: AlphaPolicy, name: str) -> torch.Tens
         raise ValueError(f"alpha policy must be 'white' or 'drop', got {alpha!r}")
     mode = im.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        gray = np.asarray(im, dtype=np.float64) / 65535.0  # 16-bit range; PNG 16-bit opens as I;16 or I
-        return _finite(torch.from_numpy(np.clip(gray, 0.0, 1.0)).float().expand(3, -1, -1).contiguous(), name)
+        gray = np.asarray(im, dtype=np.float64)  # 16-bit range; PNG 16-bit opens as I;16 or I
+        if gray.size and (gray.min() < 0 or gray.max() > 65535):  # a 32-bit integer image (TIFF): no known range
+            raise ImageDecodeError(f"{name}: {mode} pixels outside the 16-bit range [0, 65535] "
+                                   f"([{gray.min():.0f}, {gray.max():.0f}]); convert it to 8 or 16 bits")
+        return _finite(torch.from_numpy(gray / 65535.0).float().expand(3, -1, -1).contiguous(), name)
     if mode == "F":  # float pixels, in [0, 1] as float tensors are (Pillow's convert("F") gives 0-255: divide first)
         return _float_pixels(torch.from_numpy(np.array(im, dtype=np.float32)).expand(3, -1, -1), name)
     if mode == "P":

@@ -48,6 +48,10 @@ class ModelConfig:
     num_labels: int = 91
     extra: dict[str, Any] = field(default_factory=dict)  # any other transformers config field, e.g. eos_coefficient
 
+    def __post_init__(self):
+        check_numbers(self, "model", positive=("d_model", "decoder_layers", "ffn_dim", "heads", "queries", "num_labels"),
+                      non_negative=("encoder_layers", "dropout"))
+
 
 @dataclass
 class DataConfig:
@@ -85,7 +89,7 @@ class TrainConfig:
 
     def __post_init__(self):
         check_numbers(self, "train", positive=("steps", "batch_size", "lr", "val_every", "checkpoint_every",
-                                               "max_size", "val_size"),
+                                               "max_size", "val_size", "lr_drop_at"),
                       non_negative=("backbone_lr", "weight_decay", "clip_grad", "hflip", "color_jitter", "workers",
                                     "threads"))
         if not 0 < self.scale_range[0] <= self.scale_range[-1]:

@@ -65,6 +65,19 @@ def add_config_args(p: argparse.ArgumentParser, default: str | None = None) -> N
                    help="override a config value, e.g. --set train.lr=1e-4 (repeatable)")
 
 
+def parse_size(text: str, option: str = "--size") -> tuple[int, int]:
+    """``HxW`` as (H, W), within sr.check_size's limit (the largest image ardet reads)."""
+    import sr
+
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"{option} must be HxW with positive integers, got {text!r}") from None
+    if h <= 0 or w <= 0:
+        raise ValueError(f"{option} must be HxW with positive integers, got {text!r}")
+    return sr.check_size((h, w))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level={0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG),

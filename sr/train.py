@@ -126,9 +126,13 @@ def load_images(cfg: DataConfig) -> list[torch.Tensor]:
 
         images += [torch.from_numpy(render_image(0, "train", i, kind)[0]).permute(2, 0, 1).float() / 255
                    for i, kind in enumerate(split_kinds(0, "train", cfg.synthetic))]
+    found = len(images)
     images = [im for im in (_centre_crop(im, cfg.max_side) for im in images) if min(im.shape[-2:]) >= need]
     if not images:
         raise ValueError(f"no training images of at least {need} px a side in {[str(f) for f in folders]}")
+    if len(images) < found:  # the largest scale's crop (patch x scale_max) must fit in every image
+        log.warning("%d of %d training images are smaller than %d px a side and are left out", found - len(images),
+                    found, need)
     return images
 
 

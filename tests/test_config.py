@@ -142,6 +142,16 @@ def test_stage_configs_refuse_silent_mistakes():
     assert eager.config._attn_implementation == "eager"  # an init-only keyword is a real option
     with pytest.raises(ValueError, match="unsupported LIIF args"):
         sr.create_model("liif-nano", bogus=1)
+    for override, message in (("train.lr_drop_at=.nan", "lr_drop_at must be a finite number"),  # was: never
+                              ("model.queries=0", "queries must be a finite number > 0")):  # was: a traceback
+        with pytest.raises(ValueError, match=message):
+            load_config(DetectorConfig, tiny, [override])
+
+
+def test_a_binary_config_file_is_one_clear_error(tmp_path):
+    (tmp_path / "c.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    with pytest.raises(ConfigError, match="c.yaml: not a text"):
+        load_config(Run, tmp_path / "c.yaml")
 
 
 def test_sweep_entries_expand_to_one_policy_per_combination_with_templated_names():

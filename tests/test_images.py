@@ -86,6 +86,10 @@ def test_16bit_png_is_scaled_not_clipped(tmp_path):
     px = load_image(tmp_path / "d.png").pixels
     assert torch.allclose(px[0, 0], torch.tensor(values[0] / 65535.0, dtype=torch.float32), atol=1e-7)
     assert 0.49 < px[0, 0, 2] < 0.51  # an 8-bit clip would give 1.0
+    # 32-bit integer pixels (a TIFF) have no known range: values beyond 16 bits are refused, not clipped to white
+    Image.fromarray(np.array([[0, 100000]], dtype=np.int32)).save(tmp_path / "i32.tif")
+    with pytest.raises(ImageDecodeError, match="outside the 16-bit range"):
+        load_image(tmp_path / "i32.tif")
 
 
 def test_16bit_colour_png_says_it_comes_at_8_bits(tmp_path, caplog):

@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ardet.files import atomic_write_json
     from detector import load_detector
-    from pipeline.commands.upscale import parse_size
+    from pipeline.cli import parse_size
 
     size = parse_size(args.size)
     count = load_detector(args.detector).count_flops(size)

@@ -1,5 +1,5 @@
 """``ardet sr-eval``: the LIIF benchmark protocol (Y-channel PSNR) of a model against bicubic."""
-from pipeline.cli import add_command
+from pipeline.cli import add_command, parse_size
 
 
 def add_parser(sub) -> None:
@@ -32,9 +32,7 @@ def run(args) -> int:
         raise ValueError(f"--scales must be comma-separated integers, e.g. 2,3,4; got {args.scales!r}") from None
     if min(scales) < 1:
         raise ValueError(f"--scales must be positive integers, got {args.scales}")
-    cost_size = tuple(int(v) for v in args.cost_size.lower().split("x"))
-    if len(cost_size) != 2 or min(cost_size) < 1:
-        raise ValueError(f"--cost-size must be HxW, got {args.cost_size}")
+    cost_size = parse_size(args.cost_size, "--cost-size")
     rows = evaluate(load_model(args.model, args.device), args.data, scales, progress=True, cost_lr_size=cost_size,
                     bf16_time=args.bf16_time)
     bf16 = f" {'bf16 ms/Mpx':>11}" if args.bf16_time else ""

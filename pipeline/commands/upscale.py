@@ -1,5 +1,5 @@
 """``ardet upscale``: render an image at any size with LIIF (antialiased interpolation where it shrinks)."""
-from pipeline.cli import add_command
+from pipeline.cli import add_command, parse_size
 
 
 def add_parser(sub) -> None:
@@ -22,19 +22,6 @@ def add_parser(sub) -> None:
                    help="apply: turn a photo upright by its EXIF orientation first, as viewers show it (the output "
                         "has no orientation tag, so this keeps its appearance); ignore: the stored pixel grid")
     p.set_defaults(func=run)
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``HxW`` as (H, W), within sr.check_size's limit (the largest image ardet reads)."""
-    import sr
-
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"--size must be HxW with positive integers, got {text!r}") from None
-    if h <= 0 or w <= 0:
-        raise ValueError(f"--size must be HxW with positive integers, got {text!r}")
-    return sr.check_size((h, w))
 
 
 def run(args) -> int:
