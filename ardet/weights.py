@@ -51,10 +51,10 @@ def weights_path(name: str) -> Path:
     or replaced file); FileNotFoundError naming the pull command when it is missing, incomplete or altered."""
     entry = _entry(name)
     path = cache_dir() / entry.filename
-    if not path.is_file() or path.stat().st_size != entry.size:
+    if not path.is_file():
         raise FileNotFoundError(f"weights {name!r} are not in the cache ({path}); fetch them with "
                                 f"`ardet weights pull {name}` (cache folder: $ARDET_CACHE, default ~/.cache/ardet)")
-    if sha256(path) != entry.sha256:
+    if path.stat().st_size != entry.size or sha256(path) != entry.sha256:
         raise FileNotFoundError(f"weights {name!r} in the cache ({path}) do not match their sha256 (damaged or "
                                 f"replaced); fetch them again with `ardet weights pull {name}`")
     return path

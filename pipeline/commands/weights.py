@@ -20,8 +20,12 @@ def run(args) -> int:
 
     if args.action == "list":
         for entry in weights.REGISTRY.values():
-            cached = (weights.cache_dir() / entry.filename).is_file()
-            print(f"{entry.name:22s} {'cached' if cached else 'missing':8s} {entry.description}")
+            path = weights.cache_dir() / entry.filename
+            try:
+                state = "cached" if weights.weights_path(entry.name) else ""
+            except FileNotFoundError:  # absent, or present but incomplete or altered (sha256)
+                state = "damaged" if path.is_file() else "missing"
+            print(f"{entry.name:22s} {state:8s} {entry.description}")
         print(f"cache folder: {weights.cache_dir()}")
         return 0
     if not args.name:
