@@ -18,11 +18,11 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    import argparse
     from pathlib import Path
 
     from ardet.config import ConfigError, override
     from ardet.synthetic import make_dataset
+    from pipeline.cli import build_parser
     from pipeline.commands import sweep
 
     if not Path(SWEEP).is_file():
@@ -33,9 +33,11 @@ def run(args) -> int:
     overrides = [override("dataset.annotations", f"{args.data}/test/annotations.json"),
                  override("dataset.images", f"{args.data}/test/images")]
     resume = (out / "config.yaml").exists()  # a second `ardet demo` finishes or reuses the first run
+    argv = ["sweep", "--config", SWEEP, "--out", str(out), *(f"--set={o}" for o in overrides),
+            *(["--limit", str(args.limit)] if args.limit is not None else []), *(["--resume"] if resume else []),
+            *(["--no-progress"] if args.no_progress else [])]
     try:
-        sweep.run(argparse.Namespace(config=SWEEP, overrides=overrides, out=str(out), limit=args.limit,
-                                     image_ids=None, resume=resume, no_progress=args.no_progress))
+        sweep.run(build_parser().parse_args(argv))  # the sweep command's own parser: its options and defaults
     except ConfigError as e:
         raise ConfigError(f"{out} holds a run with other settings, which the demo would have continued ({e}); "
                           f"pass another --out, or remove {out}") from None
