@@ -163,7 +163,8 @@ def _markdown(rows: list[dict]) -> str:
         versions = env.get("versions", {})
         lines.append(f"- `{run['run']}`: " + ("no provenance recorded (an older run)" if not env else
                      f"detector `{det.get('spec')}` (sha256 {(det.get('sha256') or 'unknown')[:12]}), device "
-                     f"{run.get('device')} ({env.get('gpu') or env.get('cpu')}, {env.get('torch_threads')} threads), "
+                     f"{run.get('device')} ({env.get('gpu') or env.get('cpu')}, {env.get('torch_threads')} CPU "
+                     f"thread(s)), "
                      f"torch {versions.get('torch')}, transformers {versions.get('transformers')}, ardet "
                      f"{versions.get('ardet')}, finished {run.get('finished')}; command `{run.get('command')}`"))
     lines.append("")
