@@ -96,6 +96,13 @@ def file_image_id(path: str | os.PathLike) -> str | int:
     return int(stem) if stem.isascii() and stem.isdigit() else stem
 
 
+def check_unique_ids(ids: list, hint: str) -> None:
+    """Refuse images that would share an id in COCO results (their detections would be merged)."""
+    repeated = sorted({str(i) for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise ValueError(f"images share an image id ({', '.join(repeated)}): {hint}")
+
+
 def to_image(source: ImageSource, *, image_id: str | int | None = None, exif: ExifPolicy = "ignore",
              alpha: AlphaPolicy = "white", max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
     """Accept a path, encoded bytes, a PIL image, a ``[3,h,w]`` tensor or an ``[h,w,3]`` array (uint8, or float in [0,1]).

@@ -35,18 +35,18 @@ def detr_target_size(h: int, w: int, shortest_edge: int = 800, longest_edge: int
     return max(1, target[0]), max(1, target[1])
 
 
-def normalize_and_pad(images: list[torch.Tensor], mean, std) -> tuple[torch.Tensor, torch.Tensor]:
+def normalize_and_pad(images: list[torch.Tensor], mean, std, device: str | torch.device | None = None,
+                      memory_format: torch.memory_format = torch.contiguous_format
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalise each ``[3, H, W]`` image in [0, 1] and pad the batch bottom/right with zeros (DETR's convention);
-    ``pixel_mask`` is 1 on real pixels. Returns ``(pixel_values [B, 3, H, W], pixel_mask [B, H, W])``."""
-    device = images[0].device  # built where the images are (a GPU pipeline stays on the GPU)
+    ``pixel_mask`` is 1 on real pixels. Returns ``(pixel_values [B, 3, H, W], pixel_mask [B, H, W])`` on ``device``
+    (default: where the images are, so a GPU pipeline stays on the GPU), ``pixel_values`` in ``memory_format``."""
+    device = torch.device(device) if device is not None else images[0].device
     mean = torch.as_tensor(mean, dtype=torch.float32, device=device).view(3, 1, 1)
     std = torch.as_tensor(std, dtype=torch.float32, device=device).view(3, 1, 1)
     height = max(int(im.shape[-2]) for im in images)
     width = max(int(im.shape[-1]) for im in images)
-    # channels-last on the CPU: the backbone's max-pool and convolutions run 1.1-1.6x faster per forward
-    # (bench/bench_detector.py); the values are the same
-    layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
-    pixel_values = torch.empty(len(images), 3, height, width, device=device, memory_format=layout).zero_()
+    pixel_values = torch.empty(len(images), 3, height, width, device=device, memory_format=memory_format).zero_()
     pixel_mask = torch.zeros(len(images), height, width, dtype=torch.int64, device=device)
     for i, im in enumerate(images):
         check_pixels(im, 3, "detector")
@@ -104,7 +104,10 @@ class Detector:
         return sorted(set(self.label_map.values()))
 
     def preprocess(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        return normalize_and_pad(images, self.mean, self.std)
+        # channels-last for inference on the CPU: the backbone's max-pool and convolutions run 1.1-1.6x faster per
+        # forward (bench/bench_detector.py), the values are the same; training keeps the default layout
+        layout = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        return normalize_and_pad(images, self.mean, self.std, self.device, layout)
 
     @torch.no_grad()
     def count_flops(self, size: tuple[int, int]):
@@ -128,7 +131,7 @@ class Detector:
         if len(images) == 0:  # a [B, 3, H, W] batch is a sequence of images too
             return []
         pixel_values, pixel_mask = self.preprocess(images)
-        out = self.model(pixel_values=pixel_values.to(self.device), pixel_mask=pixel_mask.to(self.device))
+        out = self.model(pixel_values=pixel_values, pixel_mask=pixel_mask)
         boxes = out.pred_boxes.float().cpu()
         if self.boxes_on_padded_canvas:  # re-normalise to each unpadded image
             canvas = torch.tensor(pixel_values.shape[-2:], dtype=torch.float32)

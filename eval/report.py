@@ -42,19 +42,7 @@ def load_rows(run_dirs: list[str | os.PathLike]) -> list[dict]:
     common = Path(os.path.commonpath(resolved)) if len(resolved) > 1 else resolved[0].parent
     rows = []
     for run_dir, where in zip(run_dirs, resolved):
-        path = Path(run_dir) / "summary.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: is {run_dir} a finished 'ardet eval' run folder?")
-        try:
-            summary = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{path}: not valid JSON ({e}); re-run 'ardet eval --resume' on {run_dir}") from None
-        policies = summary.get("policies") if isinstance(summary, dict) else None
-        if not (isinstance(policies, list) and isinstance(summary.get("dataset"), dict) and all(
-                isinstance(p, dict) and isinstance(p.get("stats"), dict) and isinstance(p.get("gflops"), dict)
-                for p in policies)):
-            raise ValueError(f"{path}: not the summary of an 'ardet eval' run (needs dataset and policies with stats "
-                             f"and gflops); re-run 'ardet eval --resume' on {run_dir}")
+        summary = _read_summary(run_dir)
         provenance = summary.get("provenance", {})  # absent in runs before it was recorded
         detector = provenance.get("detector") or {}
         for policy in summary["policies"]:
@@ -79,6 +67,24 @@ def load_rows(run_dirs: list[str | os.PathLike]) -> list[dict]:
             for r, mark in zip(group, marks):
                 r[f"pareto_{stat}"] = mark
     return rows
+
+
+def _read_summary(run_dir: str | os.PathLike) -> dict:
+    """A run folder's summary.json, checked to be one that ``ardet eval`` writes."""
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {run_dir} a finished 'ardet eval' run folder?")
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); re-run 'ardet eval --resume' on {run_dir}") from None
+    policies = summary.get("policies") if isinstance(summary, dict) else None
+    if not (isinstance(policies, list) and isinstance(summary.get("dataset"), dict) and all(
+            isinstance(p, dict) and isinstance(p.get("stats"), dict) and isinstance(p.get("gflops"), dict)
+            for p in policies)):
+        raise ValueError(f"{path}: not the summary of an 'ardet eval' run (needs dataset and policies with stats "
+                         f"and gflops); re-run 'ardet eval --resume' on {run_dir}")
+    return summary
 
 
 def _same_images(rows: list[dict]) -> list[list[dict]]:
@@ -106,8 +112,7 @@ def write_report(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) 
 
 def _runs(run_dirs: list[str | os.PathLike]) -> list[dict]:
     """Each run folder with the provenance its summary.json recorded (detector, device, command, versions)."""
-    return [{"run": str(d), **json.loads((Path(d) / "summary.json").read_text(encoding="utf-8")).get("provenance", {})}
-            for d in run_dirs]
+    return [{"run": str(d), **_read_summary(d).get("provenance", {})} for d in run_dirs]
 
 
 def _detector_label(row: dict) -> str:

@@ -17,7 +17,7 @@ import torch
 
 from ardet.coco import read_categories
 from ardet.config import from_dict, load_config
-from ardet.images import ImageSource, LoadedImage, file_image_id, to_image
+from ardet.images import ImageSource, LoadedImage, check_unique_ids, file_image_id, to_image
 from eval import ImageResult, measuring
 from eval.config import DetectorSpec
 from pipeline.policies import PolicyContext, SinglePassPolicy, build_policy
@@ -68,6 +68,8 @@ class Preprocessed:
         -> original-image pixels, as a float tensor (integer boxes too: their scale is not an integer)."""
         (h, w), (hh, ww) = self.original_size, self.size
         boxes = torch.as_tensor(boxes)
+        if boxes.numel() == 0:  # no detections, as [] or an empty array
+            boxes = boxes.reshape(0, 4)
         if boxes.ndim == 0 or boxes.shape[-1] != 4:
             raise ValueError(f"to_original: boxes must be shaped [..., 4], got {tuple(boxes.shape)}")
         boxes = boxes if boxes.is_floating_point() else boxes.float()
@@ -116,10 +118,8 @@ class AdaptivePipeline:
             return self._detect(self.load(images))
         ids = [im.id if isinstance(im, LoadedImage) else file_image_id(im) if isinstance(im, (str, os.PathLike))
                else i for i, im in enumerate(images)]
-        if len(set(ids)) < len(ids):
-            repeated = sorted({str(i) for i in ids if ids.count(i) > 1})
-            raise ValueError(f"images in one call share an image_id ({', '.join(repeated)}): pixels take their "
-                             f"list index, files their name's stem; give ids with pipe.load(image, image_id=...)")
+        check_unique_ids(ids, "pixels take their list index, files their name's stem; give ids with "
+                              "pipe.load(image, image_id=...)")
         return [self._detect(self.load(im, image_id)) for im, image_id in zip(images, ids)]
 
     def _detect(self, image: LoadedImage) -> PipelineResult:

@@ -65,6 +65,16 @@ def add_config_args(p: argparse.ArgumentParser, default: str | None = None) -> N
                    help="override a config value, e.g. --set train.lr=1e-4 (repeatable)")
 
 
+def check_not_inputs(outputs: list[tuple[str, object]], inputs: list) -> None:
+    """Refuse an output path (``(option, path)``; None: not written) that is one of the input files."""
+    from pathlib import Path
+
+    given = {Path(p).resolve() for p in inputs}
+    for option, path in outputs:
+        if path and Path(path).resolve() in given:
+            raise ValueError(f"{option} {path} is an input image, which it would overwrite; write it elsewhere")
+
+
 def parse_size(text: str, option: str = "--size") -> tuple[int, int]:
     """``HxW`` as (H, W), within sr.check_size's limit (the largest image ardet reads)."""
     import sr

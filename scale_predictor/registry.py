@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ardet.device import resolve_device
-from ardet.files import check_finite_weights
+from ardet.files import check_finite_weights, read_json
 from scale_predictor.model import ScalePredictor
 
 # Each entry: ScalePredictor arguments. FLOPs at the 224 thumbnail are in docs/scale-predictor.md (with the command).
@@ -76,17 +76,17 @@ def load_predictor(path: str | os.PathLike, device: str = "cpu") -> ScalePredict
     except SafetensorError as e:
         raise ValueError(f"{path}: not a readable safetensors file (truncated or corrupt?): {e}") from None
     if SPEC_KEY in meta:
-        where, text = f"{path} metadata {SPEC_KEY}", meta[SPEC_KEY]
+        where = f"{path} metadata {SPEC_KEY}"
+        try:
+            spec = json.loads(meta[SPEC_KEY])
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where}: not valid JSON: {e}") from None
     elif (path.parent / SIDECAR).is_file():
-        where, text = str(path.parent / SIDECAR), (path.parent / SIDECAR).read_text(encoding="utf-8")
+        where, spec = str(path.parent / SIDECAR), read_json(path.parent / SIDECAR)
     else:
         raise ValueError(f"{path}: no predictor spec in its metadata and no {SIDECAR} beside it")
-    try:
-        spec = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{where}: not valid JSON: {e}") from None
     if not (isinstance(spec, dict) and isinstance(spec.get("name"), str) and isinstance(spec.get("args", {}), dict)):
-        raise ValueError(f"{where}: expected a predictor spec {{name, args}}, got {text[:80]!r}")
+        raise ValueError(f"{where}: expected a predictor spec {{name, args}}, got {str(spec)[:80]!r}")
     try:
         model = create_predictor(spec)
     except ValueError as e:

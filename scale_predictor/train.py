@@ -128,8 +128,8 @@ def train(cfg: TrainScaleConfig, *, run: RunFn | None = None, progress: bool = T
     from tqdm import tqdm
 
     out = Path(cfg.out_dir)
-    if (out / "predictor.safetensors").exists() and not (out / "checkpoint.pt").exists():
-        raise ValueError(f"{out} holds a predictor that no run there can resume (no checkpoint.pt), e.g. a shipped "
+    if (out / "predictor.safetensors").exists() and not (out / "metrics.jsonl").exists():
+        raise ValueError(f"{out} holds a predictor that no train-scale run wrote (no metrics.jsonl), e.g. a shipped "
                          f"model: training would overwrite it; choose another out_dir")
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)

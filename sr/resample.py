@@ -37,7 +37,9 @@ def resize(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> to
     size = check_size(size)
     shrinks = size[0] < x.shape[-2] or size[1] < x.shape[-1]
     # float32 arithmetic for half-precision input: the CPU has no half antialiased kernels, and it rounds less
-    y = F.interpolate(x.float(), size=size, mode=mode, align_corners=False, antialias=shrinks).to(x.dtype)
+    half = x.dtype in (torch.float16, torch.bfloat16)
+    y = F.interpolate(x.float() if half else x, size=size, mode=mode, align_corners=False, antialias=shrinks)
+    y = y.to(x.dtype)
     return y.clamp(0, 1) if mode == "bicubic" else y
 
 

@@ -16,3 +16,15 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"../shared not found at {SHARED}: this test needs the project's shared data (present in CI)")
     return SHARED
+
+
+@pytest.fixture
+def vm_hwm():
+    """A function reading the process's peak resident size (Linux VmHWM, KiB)."""
+    if not os.path.exists("/proc/self/status"):
+        pytest.skip("reads Linux's VmHWM from /proc/self/status")
+
+    def read() -> int:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    return read

@@ -382,9 +382,9 @@ def test_detect_cli_keeps_the_readable_images_results_and_checks_outputs_first(t
                                     "is a file"),
                                    # outputs that are inputs: the drawings or the results would replace the photos
                                    ([tmp_path / "good.png", tmp_path / "broken.png"], ["--draw", str(tmp_path)],
-                                    "overwrite the input"),
+                                    "is an input image"),
                                    ([tmp_path / "good.png"], ["--out", str(tmp_path / "good.png")],
-                                    "overwrite the input")):
+                                    "is an input image")):
         assert main(["detect", *map(str, inputs), *run, *(extra or ["--out", str(out)])]) == 2
         assert message in capsys.readouterr().err and not out.exists()
     assert Image.open(tmp_path / "good.png").size == (50, 60)  # still the photo

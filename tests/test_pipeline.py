@@ -1,7 +1,6 @@
 """pipeline: adaptive, cascade and oracle policies and the AdaptivePipeline API, each checked against calling the
 stages directly (scale predictor, sr.resize, the detector, pycocotools per-image AP)."""
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -173,22 +172,18 @@ def test_pipeline_api_on_paths_pil_and_tensors_and_preprocess(tmp_path, predicto
     ids = [r.image_id for r in pipe([Image.fromarray(arr), torch.rand(3, 30, 30), str(tmp_path / "000012.png")])]
     assert ids == [0, 1, 12]
     Image.fromarray(arr).save(tmp_path / "000001.png")  # the same id as the pixels at index 1: COCO results would mix
-    with pytest.raises(ValueError, match=r"share an image_id \(1\).*pipe.load"):
+    with pytest.raises(ValueError, match=r"share an image id \(1\).*pipe.load"):
         pipe([Image.fromarray(arr), torch.rand(3, 30, 30), str(tmp_path / "000001.png")])
 
     # boxes from a detector of one's own may be arrays or lists (ONNX Runtime returns numpy)
     assert torch.equal(prep.to_original(np.array([[0, 0, W, H]])), corner)
     assert torch.equal(prep.to_original([0.0, 0.0, W, H]), corner[0])
+    assert prep.to_original([]).shape == (0, 4)  # a detector of one's own that found nothing
     with pytest.raises(ValueError, match=r"shaped \[\.\.\., 4\], got \(1, 5\)"):
         prep.to_original(torch.tensor([[0.0, 0.0, W, H, 0.9]]))  # with a score column
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads Linux's VmHWM")
-def test_pipeline_leaves_the_process_peak_memory_alone_and_can_skip_flops(detector):
-    def vm_hwm():
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-
+def test_pipeline_leaves_the_process_peak_memory_alone_and_can_skip_flops(detector, vm_hwm):
     policy = FixedPolicy(detector, 48, 96)
     torch.ones(100 * 2 ** 20).sum()  # raise the process's peak by 400 MiB, then free it
     before = vm_hwm()
@@ -269,6 +264,9 @@ def test_resize_shrinks_half_precision_like_float32():
         y = sr.resize(x.to(dtype), (17, 25))
         assert y.dtype == dtype
         assert torch.allclose(y.float(), sr.resize(x, (17, 25)), atol=1e-2)
+    double = x.double()  # float64 stays float64 arithmetic
+    assert torch.equal(sr.resize(double, (17, 25)), torch.nn.functional.interpolate(double, (17, 25),
+                                                                                     mode="bilinear", antialias=True))
 
 
 def test_fixed_policy_on_an_image_far_longer_than_wide(detector):

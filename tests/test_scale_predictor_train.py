@@ -227,6 +227,9 @@ def test_cli_elastic_config_runs_and_reports_user_errors(synth, tmp_path, capsys
                  *[f"--set={s}" for s in sets + [f"out_dir={shipped}"]]]) == 2
     assert "would overwrite it" in capsys.readouterr().err
     assert (shipped / "predictor.safetensors").read_bytes() == (out / "predictor.safetensors").read_bytes()
+    (out / "checkpoint.pt").unlink()  # what a refused resume says to do to start over: then it starts over
+    assert main(["train-scale", "--config", str(CONFIGS / "elastic.yaml"), "--no-progress",
+                 *[f"--set={s}" for s in sets]]) == 0
 
 
 def test_oracle_mode_with_a_real_detector(synth, tmp_path, capsys):

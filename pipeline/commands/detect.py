@@ -1,7 +1,7 @@
 """``ardet detect``: run a detector on images at a chosen input size; COCO-format results, optional drawing."""
 import sys
 
-from pipeline.cli import add_command
+from pipeline.cli import add_command, check_not_inputs
 
 
 def add_parser(sub) -> None:
@@ -120,14 +120,11 @@ def check_outputs(args) -> tuple[list, list]:
 
     from PIL import Image
 
-    from ardet.images import file_image_id
+    from ardet.images import check_unique_ids, file_image_id
 
     stems = [Path(p).stem for p in args.images]
     image_ids = [file_image_id(p) for p in args.images]  # equal stems give equal ids: one check covers both
-    if len(set(image_ids)) < len(image_ids):
-        same = sorted({str(v) for v in image_ids if image_ids.count(v) > 1})
-        raise ValueError(f"inputs share an image id ({', '.join(same)}): results and drawings are named by the file "
-                         f"name; rename or run them separately")
+    check_unique_ids(image_ids, "results and drawings are named by the file name; rename or run them separately")
     if args.out and Path(args.out).is_dir():
         raise ValueError(f"--out {args.out} is a folder; give a JSON file path")
     for option, path in (("--out", args.out), ("--draw", args.draw)):
@@ -144,10 +141,7 @@ def check_outputs(args) -> tuple[list, list]:
         raise ValueError(f"--draw {args.draw}: with one input it names an image file, e.g. dets.png")
     else:
         targets = [Path(args.draw)]
-    inputs = {Path(p).resolve() for p in args.images}
-    for option, path in [("--out", args.out), *(("--draw", t) for t in targets)]:
-        if path and Path(path).resolve() in inputs:
-            raise ValueError(f"{option} would overwrite the input image {path}; write the results elsewhere")
+    check_not_inputs([("--out", args.out), *(("--draw", t) for t in targets)], args.images)
     return image_ids, targets
 
 

@@ -1,5 +1,5 @@
 """``ardet upscale``: render an image at any size with LIIF (antialiased interpolation where it shrinks)."""
-from pipeline.cli import add_command, parse_size
+from pipeline.cli import add_command, check_not_inputs, parse_size
 
 
 def add_parser(sub) -> None:
@@ -38,8 +38,7 @@ def run(args) -> int:
     from ardet.images import load_image
 
     out = Path(args.output)
-    if out.resolve() == Path(args.input).resolve():
-        raise ValueError(f"{out} is the input image; write the result elsewhere")
+    check_not_inputs([("output", out)], [args.input])
     if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".npy") or out.is_dir():
         raise ValueError(f"{out}: output must be a .png, .jpg or .npy file")
     if args.scale is not None and not (math.isfinite(args.scale) and args.scale > 0):
