@@ -71,7 +71,7 @@ def test_peak_memory_is_recorded_per_stage():
     meter.measure("resample", torch.nn.functional.interpolate, torch.rand(1, 3, 8, 8), size=(16, 16),
                   mode="bilinear")
     costs = meter.take()
-    assert costs["peak_memory_bytes"]["resample"] > 0
+    assert set(costs["peak_memory_bytes"]) == {"resample"}  # its size: the next test
     assert costs["flops"]["resample"] == 2 * 4 * 3 * 16 * 16  # bilinear: 4 taps per output element
 
 

@@ -35,7 +35,9 @@ def test_fixed_size_follows_transformers_detr_resize(detector, h, w, short, max_
     expected = tuple(processor(images=torch.rand(3, h, w), return_tensors="pt")["pixel_values"].shape[-2:])
     result = FixedPolicy(detector, short, max_size)(image(h, w))
     assert result.size == expected
-    assert result.factor == pytest.approx(expected[0] / h, rel=0.05)  # the scale before DETR's truncation
+    # the factor is the scale DETR's rule applies before truncating to whole pixels (the README's definition)
+    assert result.factor == pytest.approx(min(short / min(h, w), max_size / max(h, w)), rel=1e-12)
+    assert result.factor == pytest.approx(expected[0] / h, rel=0.05)  # and close to the size's own ratio
 
 
 def test_fixed_policy_equals_calling_the_stages_directly(detector):

@@ -243,3 +243,31 @@ def test_resume_with_other_detector_weights_is_refused(setup, tmp_path):
     model.save_pretrained(tmp_path / "model")
     done = ardet(*run, "--resume")
     assert done.returncode == 2 and "other model weights (detector differ" in done.stderr, done.stderr
+
+
+def test_sweep_evaluates_the_grid_and_reports_it_and_a_changed_predictor_stops_a_resume(setup, tmp_path):
+    """`ardet sweep`: one policy per grid point (named by the entry's template), then the report over them. Its
+    resume checks the scale predictor's weights as it checks the detector's."""
+    from scale_predictor import create_predictor, save_predictor
+
+    root, paths = setup
+    torch.manual_seed(0)
+    predictor = create_predictor("mobilenetv3-small-050", thumb=64, range=(64.0, 128.0), multiple=8, max_long=256)
+    save_predictor(predictor, tmp_path / "predictor.safetensors")
+    config = yaml.safe_load((root / "eval.yaml").read_text())
+    config["policies"] = [{"kind": "adaptive", "predictor": str(tmp_path / "predictor.safetensors")}]
+    config["sweep"] = [{"kind": "fixed", "max_size": 256, "name": "short{short}", "sweep": {"short": [64, 96]}}]
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(config))
+    run = ["sweep", "--config", tmp_path / "sweep.yaml", "--out", tmp_path / "run", "--no-progress", "--limit", "2"]
+    done = ardet(*run)
+    assert done.returncode == 0, done.stderr
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert [p["policy"] for p in results["policies"]] == ["adaptive-bilinear", "short64", "short96"]
+    assert [p["size"][0] for p in map(json.loads, (tmp_path / "run" / "records.jsonl").read_text().splitlines())
+            if p["policy"].startswith("short")][:2] == [64, 96]
+    assert (tmp_path / "run" / "report.md").is_file() and (tmp_path / "run" / "pareto.png").is_file()
+    with torch.no_grad():
+        predictor.head[-1].bias.add_(1.0)
+    save_predictor(predictor, tmp_path / "predictor.safetensors")
+    done = ardet(*run, "--resume")
+    assert done.returncode == 2 and "other model weights (predictor" in done.stderr, done.stderr

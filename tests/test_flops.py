@@ -1,4 +1,5 @@
 """The FLOP counter against analytic counts (2 FLOPs per multiply-add)."""
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -35,6 +36,22 @@ def test_interpolation_and_grid_sample_are_counted():
     assert gs.flops == 2 * 4 * 3 * 5 * 7
     _, nearest = count_flops(F.grid_sample, x, grid, mode="nearest", align_corners=False)
     assert nearest.flops == 0
+
+
+def _taps(n_in: int, n_out: int, mode: str) -> int:
+    """Brute force: the most input pixels any output pixel of an antialiased 1-D resize reads (resize each one-hot
+    row and count the nonzero weights per output)."""
+    weights = F.interpolate(torch.eye(n_in).view(n_in, 1, 1, n_in), size=(1, n_out), mode=mode, antialias=True)
+    return int((weights.view(n_in, n_out) != 0).sum(0).max())
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_antialiased_shrink_is_counted_by_its_real_taps_at_non_integer_factors(mode):
+    x = torch.rand(1, 3, 40, 30)
+    (h_out, w_out) = (18, 14)  # x0.45 and x0.47: windows of 4.4 and 4.3 pixels bilinear, 8.9 and 8.6 bicubic
+    taps_h, taps_w = _taps(40, h_out, mode), _taps(30, w_out, mode)
+    _, count = count_flops(F.interpolate, x, size=(h_out, w_out), mode=mode, antialias=True)
+    assert count.flops == 2 * 3 * (40 * w_out * taps_w + h_out * w_out * taps_h)  # width pass, then height pass
 
 
 def test_counts_add_up():

@@ -102,6 +102,19 @@ def test_cascade_counts_both_passes_only_when_it_reruns(detector, threshold, rer
             CascadePolicy(detector, low=32, high=96, score_args=bad)
 
 
+@pytest.mark.parametrize("top_k", [5, 2])
+def test_cascade_reruns_exactly_when_the_low_pass_uncertainty_reaches_the_threshold(detector, top_k):
+    """The decision is the score of the first pass's own detections: 1 - mean of their top-k scores, by hand."""
+    img = image(48, 64, seed=3)
+    low = FixedPolicy(detector, 32, 200)(img)
+    u = 1.0 - float(low.detections.scores.sort(descending=True).values[:top_k].mean())
+    assert 0 < u < 1
+    for threshold, rerun in ((u - 1e-6, True), (u + 1e-6, False)):
+        result = CascadePolicy(detector, low=32, high=96, max_size=200, threshold=threshold,
+                               score_args={"top_k": top_k})(img)
+        assert result.extra["uncertainty"] == pytest.approx(u, abs=1e-12) and result.extra["rerun"] is rerun
+
+
 def test_adaptive_cascade_skips_a_second_pass_no_larger_than_the_first(detector, predictor_path):
     predictor = PolicyContext(detector).predictor(str(predictor_path))  # sizes in [32, 96] for small images
     img = image(48, 64)

@@ -125,6 +125,7 @@ def test_factor_output_and_position_inverse():
 
 
 def test_knob_conditioning():
+    torch.manual_seed(0)  # the random init and images: the same whatever ran before
     m = create_predictor("mobilenetv3-small-050", thumb=32, knob=True, default_knob=0.25).eval()
     assert m.predict([torch.rand(3, 40, 50)])[0].knob == 0.25
     assert m.predict([torch.rand(3, 40, 50)], knob=1.0)[0].knob == 1.0

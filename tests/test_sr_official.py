@@ -8,6 +8,7 @@ import torch
 
 import sr
 from ardet.weights import weights_path
+from conftest import official_weights_missing
 from sr.evaluate import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +23,7 @@ def test_official_edsr_baseline_liif_reproduces_set5(set5):
     try:
         weights_path("liif-edsr-baseline")
     except FileNotFoundError as e:
-        pytest.skip(f"official weights cannot be loaded: {e}")
+        official_weights_missing(f"official weights cannot be loaded: {e}")
     model = sr.load_model("liif-edsr-baseline")
     rows = {r["scale"]: r for r in evaluate(model, set5, (2, 3, 4))}
     # liif-reference.md: the reference code with the official weights (LIIF) and its bicubic control, Y-PSNR.
@@ -35,7 +36,7 @@ def test_official_weights_fast_path_equals_plain_at_border_sensitive_scales():
     try:
         model = sr.load_model("liif-edsr-baseline")
     except FileNotFoundError as e:
-        pytest.skip(f"official weights cannot be loaded: {e}")
+        official_weights_missing(f"official weights cannot be loaded: {e}")
     x = torch.rand(1, 3, 12, 14, generator=torch.Generator().manual_seed(0))
     for size in [(12, 14), (36, 42), (29, 47)]:  # x1 and x3 put queries exactly on LR centres; non-integer
         assert (model.upscale(x, size, tile=5) - model.upscale_plain(x, size)).abs().max() <= 1e-5
