@@ -128,3 +128,31 @@ def test_measuring_can_skip_flop_counting_and_leave_the_process_peak_alone(vm_hw
     assert vm_hwm() >= before  # the process's high-water mark was not reset
     meter.measure("detector", lambda x: calls.append(1) or x + 1, torch.ones(3))  # outside: all measured again
     assert calls == [1, 1, 1] and "detector" in meter.take()["peak_memory_bytes"]
+
+
+def test_seconds_are_the_uninstrumented_call_only(monkeypatch):
+    """A new shape is run twice, once under the FLOP counter and once timed: the record must hold the timed call's
+    duration alone. A fake clock that only the stage advances makes that exact."""
+    import eval.cost
+
+    clock = [0.0]
+    monkeypatch.setattr(eval.cost.time, "perf_counter", lambda: clock[0])
+
+    def stage(x):
+        clock[0] += 1.0  # every call of the stage takes "one second"
+        return x * 2
+
+    meter = CostMeter()
+    meter.measure("detector", stage, torch.ones(3))  # counted, then timed
+    first = meter.take()
+    meter.measure("detector", stage, torch.ones(3))  # from the shape cache: timed only
+    assert first["flops_source"] == {"detector": "counted"} and clock[0] == 3.0
+    assert first["seconds"]["detector"] == 1.0 and meter.take()["seconds"]["detector"] == 1.0
+
+
+def test_read_image_ids_takes_a_json_list_or_plain_text(tmp_path):
+    from eval import read_image_ids
+
+    (tmp_path / "a.json").write_text("[3, 1, 2]")
+    (tmp_path / "b.txt").write_text("3 1,\n2\n")
+    assert read_image_ids(tmp_path / "a.json") == read_image_ids(tmp_path / "b.txt") == [3, 1, 2]
