@@ -125,3 +125,11 @@ def test_read_image_ids(tmp_path):
         (tmp_path / "c.txt").write_text(bad)
         with pytest.raises(ValueError, match="integer"):
             read_image_ids(tmp_path / "c.txt")
+
+
+def test_read_image_ids_takes_a_json_list_or_plain_text(tmp_path):
+    from eval import read_image_ids
+
+    (tmp_path / "a.json").write_text("[3, 1, 2]")
+    (tmp_path / "b.txt").write_text("3 1,\n2\n")
+    assert read_image_ids(tmp_path / "a.json") == read_image_ids(tmp_path / "b.txt") == [3, 1, 2]

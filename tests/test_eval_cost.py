@@ -149,10 +149,3 @@ def test_seconds_are_the_uninstrumented_call_only(monkeypatch):
     assert first["flops_source"] == {"detector": "counted"} and clock[0] == 3.0
     assert first["seconds"]["detector"] == 1.0 and meter.take()["seconds"]["detector"] == 1.0
 
-
-def test_read_image_ids_takes_a_json_list_or_plain_text(tmp_path):
-    from eval import read_image_ids
-
-    (tmp_path / "a.json").write_text("[3, 1, 2]")
-    (tmp_path / "b.txt").write_text("3 1,\n2\n")
-    assert read_image_ids(tmp_path / "a.json") == read_image_ids(tmp_path / "b.txt") == [3, 1, 2]
