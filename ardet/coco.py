@@ -37,8 +37,8 @@ def read_categories(path: str | os.PathLike) -> list[dict]:
     """The ``categories`` list of a COCO JSON (a full annotation file or just ``{"categories": [...]}``)."""
     data = read_json(path, "categories file")
     categories = data.get("categories") if isinstance(data, dict) else None
-    if not isinstance(categories, list) or not all(
-            isinstance(c, dict) and isinstance(c.get("id"), int) and isinstance(c.get("name"), str) for c in categories):
+    if not isinstance(categories, list) or not all(isinstance(c, dict) and isinstance(c.get("id"), int)
+                                                   and isinstance(c.get("name"), str) for c in categories):
         raise ValueError(f"{path}: needs a 'categories' list of {{id: int, name: str}} entries")
     return categories
 

@@ -25,8 +25,10 @@ def main() -> None:
     for spec, size in CASES:
         torch.manual_seed(0)  # the tiny DETR is random-init: the same weights every run
         detector = load_detector(spec)
-        pixel_values, pixel_mask = detector.preprocess([torch.rand(3, *size, generator=torch.Generator().manual_seed(0))])
-        layouts = {"nchw": pixel_values.contiguous(), "nhwc": pixel_values.contiguous(memory_format=torch.channels_last)}
+        image = torch.rand(3, *size, generator=torch.Generator().manual_seed(0))
+        pixel_values, pixel_mask = detector.preprocess([image])
+        layouts = {"nchw": pixel_values.contiguous(),
+                   "nhwc": pixel_values.contiguous(memory_format=torch.channels_last)}
         best, logits = {k: float("inf") for k in layouts}, {}
         with torch.inference_mode():
             detector.model(pixel_values=layouts["nchw"], pixel_mask=pixel_mask)  # warm-up

@@ -49,8 +49,8 @@ class ModelConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # any other transformers config field, e.g. eos_coefficient
 
     def __post_init__(self):
-        check_numbers(self, "model", positive=("d_model", "decoder_layers", "ffn_dim", "heads", "queries", "num_labels"),
-                      non_negative=("encoder_layers", "dropout"))
+        check_numbers(self, "model", non_negative=("encoder_layers", "dropout"),
+                      positive=("d_model", "decoder_layers", "ffn_dim", "heads", "queries", "num_labels"))
 
 
 @dataclass

@@ -11,5 +11,5 @@ from pipeline.policies import (AdaptivePolicy, CascadePolicy, FixedPolicy, Oracl
                                uncertainty)
 
 __all__ = ["AdaptivePipeline", "PipelineConfig", "PipelineResult", "Preprocessed", "AdaptivePolicy", "CascadePolicy",
-           "FixedPolicy", "OraclePolicy", "PolicyContext", "Rendered", "SinglePassPolicy", "build_policies", "build_policy",
-           "list_policies", "register_policy", "uncertainty"]
+           "FixedPolicy", "OraclePolicy", "PolicyContext", "Rendered", "SinglePassPolicy", "build_policies",
+           "build_policy", "list_policies", "register_policy", "uncertainty"]
