@@ -15,14 +15,13 @@ import io
 import logging
 import math
 import os
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from ardet.config import is_int, is_number
+from ardet.config import is_int, is_number, repeated
 from ardet.files import read_json
 
 log = logging.getLogger(__name__)
@@ -111,12 +110,10 @@ def _unique_int_ids(entries: list[dict], source: str, section: str) -> set[int]:
     not_int = [i for i in ids if not is_int(i)]
     if not_int:
         raise ValueError(f"{source}: '{section}' ids must be integers, got e.g. {not_int[:5]}")
-    seen, dups = set(), set()
-    for i in ids:
-        (dups if i in seen else seen).add(i)
+    dups = repeated(ids)
     if dups:
         raise ValueError(f"{source}: duplicate '{section}' ids {sorted(dups)[:5]}")
-    return seen
+    return set(ids)
 
 
 def _check_refs(annotations: list[dict], key: str, known: set[int], source: str) -> None:
@@ -233,7 +230,7 @@ def evaluate_bbox(gt: dict, dets: list[dict], image_ids: list[int] | None = None
     if not ids or unknown:
         raise ValueError(f"image ids not in the ground truth: {unknown[:5]}" if unknown else "no images to evaluate")
     if len(set(ids)) < len(ids):  # pycocotools would score each once and the count would say otherwise
-        raise ValueError(f"the image id list has duplicates: {[i for i, n in Counter(ids).items() if n > 1][:5]}")
+        raise ValueError(f"the image id list has duplicates: {repeated(ids)[:5]}")
     dets = check_detections(dets, gt, image_ids)
     with contextlib.redirect_stdout(io.StringIO()):  # both libraries print progress
         if backend == "pycocotools":

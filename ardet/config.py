@@ -10,8 +10,9 @@ import os
 import re
 import types
 import typing
+from collections import Counter
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Iterable, TypeVar
 
 import yaml
 
@@ -79,6 +80,11 @@ def is_number(value: object) -> bool:
 
 def is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def repeated(values: Iterable) -> list:
+    """The values that occur more than once, in first-seen order (one counting pass, not a count per value)."""
+    return [v for v, n in Counter(values).items() if n > 1]
 
 
 class ConfigError(ValueError):

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ardet.config import repeated
+
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own decompression-bomb error threshold (2 x MAX_IMAGE_PIXELS)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the normalisation ImageNet-pretrained backbones (detector, predictor) expect
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -98,9 +100,9 @@ def file_image_id(path: str | os.PathLike) -> str | int:
 
 def check_unique_ids(ids: list, hint: str) -> None:
     """Refuse images that would share an id in COCO results (their detections would be merged)."""
-    repeated = sorted({str(i) for i in ids if ids.count(i) > 1})
-    if repeated:
-        raise ValueError(f"images share an image id ({', '.join(repeated)}): {hint}")
+    shared = sorted(str(i) for i in repeated(ids))
+    if shared:
+        raise ValueError(f"images share an image id ({', '.join(shared)}): {hint}")
 
 
 def to_image(source: ImageSource, *, image_id: str | int | None = None, exif: ExifPolicy = "ignore",

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ardet.coco import read_categories
+from ardet.config import repeated
 from ardet.files import check_finite_weights
 from ardet.images import IMAGENET_MEAN, IMAGENET_STD
 from detector.config import DetectorConfig, ModelConfig
@@ -262,9 +263,9 @@ def map_labels(id2label: dict, categories: list[dict] | None) -> dict[int, int]:
         return {i: i for i in named}
     wanted = {int(c["id"]): _norm(c["name"]) for c in categories}
     for what, values in (("ids", [int(c["id"]) for c in categories]), ("names", [_norm(c["name"]) for c in categories])):
-        repeated = sorted({str(v) for v in values if values.count(v) > 1})
-        if repeated:  # one of them would silently never be detected
-            raise ValueError(f"dataset categories repeat {what}: {', '.join(repeated)}")
+        twice = sorted(str(v) for v in repeated(values))
+        if twice:  # one of them would silently never be detected
+            raise ValueError(f"dataset categories repeat {what}: {', '.join(twice)}")
     if all(names.get(cid) in (name, f"label {cid}") for cid, name in wanted.items()):
         log.info("detector classes mapped to %d dataset categories by id", len(wanted))
         return {cid: cid for cid in wanted}

@@ -16,7 +16,7 @@ import torch
 
 import scale_predictor
 import sr
-from ardet.config import from_dict, is_int, is_number
+from ardet.config import from_dict, is_int, is_number, repeated
 from ardet.images import LoadedImage
 from detector import Detections, Detector, detr_target_size
 from eval import CostMeter, ImageResult, Policy
@@ -69,10 +69,9 @@ def build_policy(entry: dict[str, Any], context: PolicyContext) -> Policy:
 
 def build_policies(entries: list[dict[str, Any]], context: PolicyContext) -> list[Policy]:
     policies = [build_policy(e, context) for e in entries]
-    names = [p.name for p in policies]
-    if len(set(names)) != len(names):
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        raise ValueError(f"policies share a name: {', '.join(repeated)}; give each a `name:` (in a sweep entry, a "
+    shared = sorted(repeated(p.name for p in policies))
+    if shared:
+        raise ValueError(f"policies share a name: {', '.join(shared)}; give each a `name:` (in a sweep entry, a "
                          f"template such as name: \"fixed-{{short}}-{{sr_model}}\")")
     return policies
 
