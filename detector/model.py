@@ -13,7 +13,7 @@ from torch import nn
 
 from ardet.coco import read_categories
 from ardet.config import repeated
-from ardet.files import check_finite_weights
+from ardet.files import check_finite_weights, read_json
 from ardet.images import IMAGENET_MEAN, IMAGENET_STD
 from detector.config import DetectorConfig, ModelConfig
 from detector.detect import Detector
@@ -203,10 +203,7 @@ def _reset_class_head(model: nn.Module) -> None:
 def _read_json(spec: str | Path, name: str, local: bool, required: bool = True) -> dict | None:
     if local:
         path = Path(spec) / name
-        try:
-            return json.loads(path.read_text()) if path.is_file() else None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON: {e}") from None
+        return read_json(path) if path.is_file() else None
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import LocalEntryNotFoundError, RemoteEntryNotFoundError
 

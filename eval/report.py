@@ -103,9 +103,10 @@ def write_report(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) 
     rows = load_rows(run_dirs)
     out = Path(out_dir)
     paths = {name: out / name for name in ("report.md", "pareto.png", "results.json", "results.csv")}
-    atomic_write_text(paths["report.md"], _markdown(rows))
+    runs = _runs(run_dirs)
+    atomic_write_text(paths["report.md"], _markdown(rows, runs))
     atomic_write_bytes(paths["pareto.png"], _figure(rows))
-    atomic_write_json(paths["results.json"], {"runs": _runs(run_dirs), "policies": rows})
+    atomic_write_json(paths["results.json"], {"runs": runs, "policies": rows})
     atomic_write_text(paths["results.csv"], _csv(rows))
     return paths
 
@@ -128,7 +129,7 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _markdown(rows: list[dict]) -> str:
+def _markdown(rows: list[dict], runs: list[dict]) -> str:
     sets: dict[int, dict] = {}
     for r in rows:
         sets.setdefault(r["image_set"], r["dataset"])
@@ -163,7 +164,7 @@ def _markdown(rows: list[dict]) -> str:
               "`torch.cuda.max_memory_allocated` on CUDA, the process's peak resident set size during the call on CPU "
               "(Linux; elsewhere since the process started); both include the resident model weights.", "",
               "## Runs", ""]
-    for run in _runs(sorted({r["run"] for r in rows}, key=[r["run"] for r in rows].index)):
+    for run in runs:
         env, det = run.get("environment", {}), run.get("detector", {})
         versions = env.get("versions", {})
         lines.append(f"- `{run['run']}`: " + ("no provenance recorded (an older run)" if not env else
