@@ -16,7 +16,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from ardet.images import LoadedImage
-from detector import Detections, load_detector, weights_sha256
+from ardet.files import module_sha256
+from detector import Detections, load_detector
 from ardet.synthetic import make_split
 from ardet.config import ConfigError, load_config
 from eval import CocoDataset, EvalConfig, ImageResult, STAT_NAMES, check_resumable, run_evaluation
@@ -89,7 +90,9 @@ def test_run_writes_every_artefact_and_matches_pycocotools(setup):
     assert total_dets > NUM_IMAGES  # the tiny detector does output boxes: the comparison is not of empty files
     # what made the numbers: the detector file's sha256, the device, the command, the policies' entries, versions
     made = summary["provenance"]
-    assert made["detector"]["sha256"] == weights_sha256(str(root / "detector.yaml"))
+    torch.manual_seed(0)  # the config's seed: the same random init as the run's
+    loaded = module_sha256(load_detector(str(root / "detector.yaml")).model)
+    assert made["detector"]["sha256"] == loaded == json.loads((run / "weights.json").read_text())["detector"]
     assert made["device"] == "cpu" and made["command"].endswith(f"--out {run} --no-progress")
     assert made["policies"]["fixed-80-bicubic-max160"] == {"kind": "fixed", "short": 80, "max_size": 160,
                                                            "resampler": "bicubic"}

@@ -44,7 +44,7 @@ def evaluate(args):
     from ardet.config import load_config, override, save_config
     from ardet.device import resolve_device
     from ardet.files import module_sha256
-    from detector import load_detector, weights_sha256
+    from detector import load_detector
     from eval import CocoDataset, EvalConfig, check_fresh, check_resumable, read_image_ids, run_evaluation
     from pipeline.policies import PolicyContext, build_policies
 
@@ -81,16 +81,13 @@ def evaluate(args):
                                  top_k=cfg.detector.top_k, categories=dataset.categories)
         context = PolicyContext(detector, device, dataset)
         policies = build_policies(cfg.policies, context)
-        try:
-            detector_sha256 = weights_sha256(cfg.detector.spec)
-        except FileNotFoundError:  # a hub model loaded some other way: its spec names it
-            detector_sha256 = None
-        provenance = {"command": shlex.join(sys.argv), "resumed": args.resume, "device": device, "world_size": world,
-                      "seed": cfg.seed, "detector": {"spec": cfg.detector.spec, "sha256": detector_sha256,
-                                                     "threshold": cfg.detector.threshold, "top_k": cfg.detector.top_k},
-                      "policies": {p.name: entry for p, entry in zip(policies, cfg.policies)}}
+        # Each model's identity: the sha256 of the weights it loaded (a resume with other weights is refused)
         weights = {"detector": module_sha256(detector.model),
                    **{f"{kind} {name}": module_sha256(model) for (kind, name), model in context.models.items()}}
+        provenance = {"command": shlex.join(sys.argv), "resumed": args.resume, "device": device, "world_size": world,
+                      "seed": cfg.seed, "detector": {"spec": cfg.detector.spec, "sha256": weights["detector"],
+                                                     "threshold": cfg.detector.threshold, "top_k": cfg.detector.top_k},
+                      "policies": {p.name: entry for p, entry in zip(policies, cfg.policies)}}
         summary = run_evaluation(policies, dataset, out, resume=args.resume, backend=cfg.backend,
                                  progress=not args.no_progress, provenance=provenance, weights=weights)
     finally:
