@@ -1,8 +1,9 @@
 """SR benchmarks recorded in docs/benchmarks.md: fast vs plain path (time, max difference), MACs per output pixel of
-each model, peak memory of a large upscale with the small model, bfloat16 vs float32 error.
+each model, peak memory of a large upscale with the small model, bfloat16 vs float32 error, train-sr step time by
+layout and precision.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_sr.py --json runs/bench_sr.json            # everything
-    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_sr.py --only speed,macs,bf16,memory,chunk
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_sr.py --only speed,macs,bf16,memory,chunk,train
 
 The official model needs `ardet weights pull liif-edsr-baseline`; without it its rows use random weights (said so).
 """
@@ -138,7 +139,41 @@ def bench_chunk(repeat: int = 3) -> list[dict]:
     return rows
 
 
-BENCHES = {"speed": bench_speed, "macs": bench_macs, "memory": bench_memory, "bf16": bench_bf16, "chunk": bench_chunk}
+def bench_train(steps: int = 4) -> list[dict]:
+    """One train-sr step (query_folded, L1, backward, Adam; batch 32 of 48 px LR patches, 2304 queries each) of the
+    distilled models on the CPU: float32 NCHW (train-sr before channels-last) against channels-last float32 and
+    bf16 autocast (train.precision), the mean of ``steps`` steps after a warm-up step, interleaved per step."""
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(0)
+    lr, coord = torch.rand(32, 3, 48, 48, generator=gen), torch.rand(32, 2304, 2, generator=gen) * 2 - 1
+    cell, hr = torch.full((32, 2), 2 / 96), torch.rand(32, 2304, 3, generator=gen) * 2 - 1
+    modes = {"fp32_nchw_s": (torch.contiguous_format, False), "fp32_channels_last_s": (torch.channels_last, False),
+             "bf16_channels_last_s": (torch.channels_last, True)}
+    rows = []
+    for name in ("liif-nano", "liif-micro", "liif-mini"):
+        runs = {}
+        for key, (layout, bf16) in modes.items():
+            model = sr.create_model(name).to(memory_format=layout).train()
+            runs[key] = (model, torch.optim.Adam(model.parameters(), 1e-4), layout, bf16)
+        seconds = {key: [] for key in modes}
+        for _ in range(steps + 1):
+            for key, (model, opt, layout, bf16) in runs.items():
+                start = time.perf_counter()
+                with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                    pred = model.query_folded(lr.contiguous(memory_format=layout), coord, cell)
+                loss = F.l1_loss(pred, hr)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                seconds[key].append(time.perf_counter() - start)
+        row = {"model": name, **{key: round(sum(s[1:]) / steps, 3) for key, s in seconds.items()}}
+        rows.append({**row, "speedup_bf16": round(row["fp32_nchw_s"] / row["bf16_channels_last_s"], 2)})
+    return rows
+
+
+BENCHES = {"speed": bench_speed, "macs": bench_macs, "memory": bench_memory, "bf16": bench_bf16, "chunk": bench_chunk,
+           "train": bench_train}
 
 
 def main() -> None:

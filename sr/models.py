@@ -69,6 +69,22 @@ class EDSR(Encoder):
         y = self.head(x)
         return self.body(y) + y
 
+    def take_blocks(self, deeper: EDSR, blocks: list[int]) -> None:
+        """Copy the head, the residual ``blocks`` (ascending indices) and the body conv of ``deeper``, a trunk of the
+        same width, into this one, which has ``len(blocks)`` residual blocks: a start that keeps what the deeper trunk
+        learned. Each residual block adds to a running feature, so a subset of them still computes a useful one."""
+        if not isinstance(deeper, EDSR) or deeper.out_dim != self.out_dim:
+            found = f"{deeper.out_dim} channels" if isinstance(deeper, EDSR) else type(deeper).__name__
+            raise ValueError(f"blocks can be taken only from an EDSR trunk of {self.out_dim} channels, got {found}")
+        n_deeper, n_own = len(deeper.body) - 1, len(self.body) - 1
+        if len(blocks) != n_own or list(blocks) != sorted(set(blocks)) or not all(0 <= b < n_deeper for b in blocks):
+            raise ValueError(f"blocks must be {n_own} ascending distinct indices in [0, {n_deeper}) (the source's "
+                             f"residual blocks), got {list(blocks)}")
+        self.head.load_state_dict(deeper.head.state_dict())
+        for own, b in zip(self.body[:-1], blocks):
+            own.load_state_dict(deeper.body[b].state_dict())
+        self.body[-1].load_state_dict(deeper.body[-1].state_dict())
+
 
 class RDBConv(nn.Module):
     def __init__(self, c_in: int, growth: int):

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ardet.config import check_numbers, check_resume, resume_key, save_config
+from ardet.config import check_numbers, check_resume, is_number, resume_key, save_config
 from ardet.device import resolve_device
 from sr.evaluate import IMAGE_SUFFIXES
 from sr.hub import create_model, load_model, save_model, weights_file
@@ -39,6 +39,17 @@ class ModelConfig:
     name: str = "liif-small"  # a registered architecture (random init) ...
     init: str | None = None  # ... or start from these weights (name or path) of the architecture name and args give
     args: dict[str, Any] = field(default_factory=dict)  # override the named model's LIIF args: {lr_skip: false}
+    # Or start the EDSR encoder from a deeper model of the same width (name or path): its head, these residual
+    # blocks and its body conv (bench/sr_block_select.py ranks them); the decoder starts at random.
+    encoder_init: str | None = None
+    encoder_blocks: list[int] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.init and self.encoder_init:
+            raise ValueError("model.init and model.encoder_init both give a start: set one")
+        if bool(self.encoder_init) != bool(self.encoder_blocks):
+            raise ValueError("model.encoder_init and model.encoder_blocks go together: the model whose blocks to "
+                             "take, and which")
 
 
 @dataclass
@@ -52,6 +63,8 @@ class DataConfig:
     queries: int = 2304
     max_side: int | None = None  # centre-crop larger images to this many px a side (the teacher's cost follows area)
     synthetic: int = 0  # plus this many images of the generated detection data's train split (ardet.synthetic)
+    # Plus each photo (not the generated images) downscaled by these factors in (0, 1): antialiased bicubic, 8-bit.
+    photo_scales: list[float] = field(default_factory=list)
     renders: int = 0  # > 0: that many fixed LR versions per image, needed for a teacher (0: a fresh crop per sample)
     teacher: str | None = None  # distil from this sr.load_model name or path (renders > 0)
     cache: str = "runs/sr/teacher-cache"  # the teacher's outputs, one file per render keyed by teacher weights and LR
@@ -69,10 +82,15 @@ class DataConfig:
         if self.max_side is not None and self.max_side < self.largest_crop:
             raise ValueError(f"data.max_side {self.max_side} is below data.patch x data.scale_max = "
                              f"{self.largest_crop}: the largest scales could not be cut from the cropped images")
+        if not all(is_number(f) and 0 < f < 1 for f in self.photo_scales):
+            raise ValueError(f"data.photo_scales must be factors in (0, 1), got {self.photo_scales}")
         smallest = round(self.patch * min(self.scale_min, 1.0))  # a crop's side at the smallest scale
         if not self.renders and self.queries > smallest ** 2:
             raise ValueError(f"data.queries {self.queries} exceeds the {smallest ** 2} HR pixels of a crop at the "
                              f"smallest scale ({smallest}^2)")
+
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # what train.precision names: the autocast dtype
 
 
 @dataclass
@@ -84,6 +102,7 @@ class TrainConfig:
     gamma: float = 0.5
     seed: int = 0
     device: str = "auto"  # "auto": cuda when available, else cpu
+    precision: str = "fp32"  # or "bf16": autocast (weights and optimiser stay float32); 3x faster on a CPU with AMX
     workers: int = 0  # DataLoader processes drawing batches (0: in the training process)
     hr_weight: float = 1.0  # loss = hr_weight * L1 to HR + teacher_weight * L1 to the teacher's output
     teacher_weight: float = 1.0
@@ -94,6 +113,8 @@ class TrainConfig:
     def __post_init__(self):
         check_numbers(self, "train", positive=("steps", "batch", "lr", "decay_every", "gamma", "checkpoint_every",
                                                "log_every"), non_negative=("workers", "hr_weight", "teacher_weight"))
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass
@@ -104,7 +125,8 @@ class Config:
 
 
 def load_images(cfg: DataConfig) -> list[torch.Tensor]:
-    """The configured folders' images, [3, H, W] in [0, 1] (grey as RGB), that fit an HR crop at scale_max."""
+    """The configured folders' images (centre-cropped), the generated ones, then the photos downscaled by
+    ``photo_scales``: [3, H, W] in [0, 1] (grey as RGB), those that fit an HR crop at scale_max."""
     import importlib
 
     from ardet.images import load_image
@@ -119,15 +141,20 @@ def load_images(cfg: DataConfig) -> list[torch.Tensor]:
     if not folders and not cfg.synthetic:
         raise ValueError("data: set dir, package and/or synthetic")
     need = cfg.largest_crop
-    images = [load_image(p).pixels for folder in folders for p in sorted(folder.iterdir())
+    photos = [_centre_crop(load_image(p).pixels, cfg.max_side) for folder in folders for p in sorted(folder.iterdir())
               if p.suffix.lower() in IMAGE_SUFFIXES and p.stem not in cfg.exclude]
+    generated = []
     if cfg.synthetic:
         from ardet.synthetic import render_image, split_kinds
 
-        images += [torch.from_numpy(render_image(0, "train", i, kind)[0]).permute(2, 0, 1).float() / 255
-                   for i, kind in enumerate(split_kinds(0, "train", cfg.synthetic))]
+        generated = [_centre_crop(torch.from_numpy(render_image(0, "train", i, kind)[0]).permute(2, 0, 1).float() / 255,
+                                  cfg.max_side) for i, kind in enumerate(split_kinds(0, "train", cfg.synthetic))]
+    # Last, so that a run without them draws the same renders for the images before (and reuses their teacher cache).
+    downscaled = [_quantise(resize(im[None], tuple(max(1, round(n * f)) for n in im.shape[-2:]), "bicubic")[0])
+                  for f in cfg.photo_scales for im in photos]
+    images = photos + generated + downscaled
     found = len(images)
-    images = [im for im in (_centre_crop(im, cfg.max_side) for im in images) if min(im.shape[-2:]) >= need]
+    images = [im for im in images if min(im.shape[-2:]) >= need]
     if not images:
         raise ValueError(f"no training images of at least {need} px a side in {[str(f) for f in folders]}")
     if len(images) < found:  # the largest scale's crop (patch x scale_max) must fit in every image
@@ -274,8 +301,8 @@ def _weights_identity(cfg: Config) -> dict:
     its resume would mix two teachers (or two starts) in one model."""
     from ardet.files import sha256
 
-    return {key: sha256(weights_file(name)) for key, name in (("teacher", cfg.data.teacher),
-                                                                ("init", cfg.model.init)) if name}
+    return {key: sha256(weights_file(name)) for key, name in (("teacher", cfg.data.teacher), ("init", cfg.model.init),
+                                                                ("encoder_init", cfg.model.encoder_init)) if name}
 
 
 # What a resumed run may set differently: more steps, logging, loader workers, folder, device, the teacher cache.
@@ -301,8 +328,21 @@ def train(cfg: Config) -> Path:
             raise ValueError(f"model.init {cfg.model.init} is not the configured model (its args {init.args}, "
                              f"model.name and model.args give {model.args}); describe its architecture there")
         model = init
+    if cfg.model.encoder_init:
+        source = load_model(cfg.model.encoder_init).encoder
+        if type(model.encoder) is not type(source):
+            raise ValueError(f"model.encoder_init {cfg.model.encoder_init}: its encoder is a {type(source).__name__}, "
+                             f"the model's a {type(model.encoder).__name__}")
+        try:
+            model.encoder.take_blocks(source, cfg.model.encoder_blocks)
+        except ValueError as e:
+            raise ValueError(f"model.encoder_init {cfg.model.encoder_init}: {e}") from None
     device = resolve_device(cfg.train.device, "train.device")
-    model.to(device).train()
+    # Channels-last convolutions are 1.2x (float32) to 1.7x (bf16) faster on the CPU (bench/bench_sr.py --only train).
+    layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+    model.to(device, memory_format=layout).train()
+    autocast = torch.autocast(device.type, PRECISIONS[cfg.train.precision] or torch.float32,
+                              enabled=cfg.train.precision != "fp32")
     opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
     step, last, losses, seconds = 0, out / "last.pt", [], 0.0
     resume = {**resume_key(cfg, _MAY_CHANGE), "weights": _weights_identity(cfg)}
@@ -333,7 +373,8 @@ def train(cfg: Config) -> Path:
             group["lr"] = cfg.train.lr * cfg.train.gamma ** ((step - 1) // cfg.train.decay_every)
         lr, coord, cell, hr, teacher = (None if t is None else t.to(device, non_blocking=True) for t in batch)
         # query_folded is query_rgb's function (tested equal) with cheaper gradients: no 9x unfold, no grid_sample
-        pred = model.query_folded(lr, coord, cell)
+        with autocast:
+            pred = model.query_folded(lr.contiguous(memory_format=layout), coord, cell)  # float32 (decode's sum)
         loss = cfg.train.hr_weight * F.l1_loss(pred, (hr - 0.5) / 0.5)
         if teacher is not None:
             loss = loss + cfg.train.teacher_weight * F.l1_loss(pred, (teacher - 0.5) / 0.5)

@@ -522,3 +522,84 @@ def test_training_images_centre_cropped_and_generated(tmp_path):
     for i, kind in enumerate(split_kinds(0, "train", 2)):  # the detection data's train split, never its test split
         np.testing.assert_allclose(images[1 + i].permute(1, 2, 0).numpy() * 255,
                                    render_image(0, "train", i, kind)[0][32:160, 32:160], atol=1e-3)
+    # photo_scales: the photo's crop downscaled (antialiased, 8-bit; PIL as the reference) after the others
+    scaled = load_images(DataConfig(dir=str(tmp_path), max_side=128, synthetic=2, patch=16, queries=64,
+                                    photo_scales=[0.5]))
+    assert len(scaled) == 4 and all(torch.equal(a, b) for a, b in zip(scaled, images))
+    reference = np.stack([np.asarray(Image.fromarray(big[86:214, 36:164, c] / 255.0).convert("F").resize(
+        (64, 64), Image.BICUBIC)) for c in range(3)], -1).clip(0, 1)
+    np.testing.assert_allclose(scaled[3].permute(1, 2, 0).numpy() * 255, reference * 255, atol=0.51)  # 8-bit
+    for bad in ([1.0], [0], [0.5, -0.5]):
+        with pytest.raises(ValueError, match="photo_scales"):
+            DataConfig(photo_scales=bad)
+
+
+def test_encoder_take_blocks_equals_the_deeper_trunk_with_the_other_blocks_silenced():
+    from sr.models import EDSR
+
+    torch.manual_seed(0)
+    deeper, shallow = EDSR(n_resblocks=4, n_feats=8), EDSR(n_resblocks=2, n_feats=8)
+    shallow.take_blocks(deeper, [1, 3])
+    with torch.no_grad():  # a residual block whose last conv is zero adds nothing: the identity
+        for b in (0, 2):
+            deeper.body[b].body[2].weight.zero_()
+            deeper.body[b].body[2].bias.zero_()
+    x = torch.rand(1, 3, 9, 11)
+    assert torch.allclose(shallow(x), deeper(x), atol=1e-6)
+    for bad in ([1], [3, 1], [1, 1], [0, 4], [-1, 2]):
+        with pytest.raises(ValueError, match="ascending distinct"):
+            shallow.take_blocks(deeper, bad)
+    with pytest.raises(ValueError, match="8 channels"):
+        EDSR(n_resblocks=2, n_feats=16).take_blocks(deeper, [0, 1])
+
+
+def _noise_folder(tmp_path) -> list[str]:
+    """One random 100x110 HR image and the train-sr options of a tiny liif-nano run on it."""
+    (tmp_path / "hr").mkdir()
+    Image.fromarray((np.random.default_rng(9).random((100, 110, 3)) * 255).astype(np.uint8)).save(tmp_path / "hr/0.png")
+    return ["train-sr", "--config", "configs/sr/liif-nano.yaml", "--set", f"data.dir={tmp_path / 'hr'}",
+            "--set", "data.package=null", "--set", "data.synthetic=0", "--set", "data.renders=0", "--set",
+            "data.teacher=null", "--set", "data.patch=16", "--set", "data.queries=64", "--set", "data.max_side=null",
+            "--set", "train.batch=2", "--set", "train.workers=0", "--set", "train.log_every=1"]
+
+
+def test_train_sr_starts_the_encoder_from_a_deeper_models_blocks(tmp_path, capsys):
+    base = _noise_folder(tmp_path)
+    deep_args = {"encoder_spec": {"name": "edsr-baseline", "args": {"no_upsampling": True, "n_resblocks": 5,
+                                                                    "n_feats": 24}}}
+    deeper = sr.create_model("liif-nano", **deep_args)
+    sr.save_model(deeper, tmp_path / "deep.safetensors")
+    start = ["--set", f"model.encoder_init={tmp_path / 'deep.safetensors'}"]
+    # Adam moves each weight by about lr in a step: at 1e-12 the trained model is its start to float32 precision
+    assert main(base + start + ["--set", "model.encoder_blocks=[0, 2, 4]", "--set", "train.lr=1e-12",
+                                "--set", "train.steps=1", "--set", f"train.out_dir={tmp_path / 'a'}"]) == 0
+    trained = sr.load_model(str(tmp_path / "a" / "model.safetensors")).encoder.state_dict()
+    source = deeper.encoder.state_dict()
+    taken = {"head.0": "head.0", "body.0": "body.0", "body.1": "body.2", "body.2": "body.4", "body.3": "body.5"}
+    for key, value in trained.items():
+        prefix = ".".join(key.split(".")[:2])
+        torch.testing.assert_close(value, source[taken[prefix] + key[len(prefix):]], rtol=0, atol=1e-9)
+    for bad, message in ((["--set", "model.encoder_blocks=[0, 2]"], "3 ascending distinct indices in [0, 5)"),
+                         (["--set", "model.encoder_blocks=[0, 2, 5]"], "3 ascending distinct indices in [0, 5)"),
+                         (["--set", "model.init=liif-nano", "--set", "model.encoder_blocks=[0, 2, 4]"], "set one"),
+                         ([], "go together")):
+        assert main(base + start + bad + ["--set", f"train.out_dir={tmp_path / 'b'}"]) == 2
+        assert message in capsys.readouterr().err
+    assert main(base + ["--set", "model.encoder_init=liif-micro", "--set", "model.encoder_blocks=[0, 1, 2]",
+                        "--set", f"train.out_dir={tmp_path / 'b'}"]) == 2  # 32 channels, not nano's 24
+    assert "EDSR trunk of 24 channels, got 32 channels" in capsys.readouterr().err
+
+
+def test_train_sr_in_bf16_autocast_tracks_float32(tmp_path, capsys):
+    base = _noise_folder(tmp_path) + ["--set", "train.steps=3", "--set", "train.lr=1e-3"]
+    for precision in ("fp32", "bf16"):
+        assert main(base + ["--set", f"train.precision={precision}",
+                            "--set", f"train.out_dir={tmp_path / precision}"]) == 0
+    fp32, bf16 = ([json.loads(line)["loss"] for line in (tmp_path / d / "log.jsonl").read_text().splitlines()]
+                  for d in ("fp32", "bf16"))
+    assert bf16 == pytest.approx(fp32, rel=0.02)  # bf16 keeps about 3 significant digits
+    weights = [sr.load_model(str(tmp_path / d / "model.safetensors")).state_dict() for d in ("fp32", "bf16")]
+    assert all(v.dtype == torch.float32 for v in weights[1].values())
+    assert not torch.equal(weights[0]["encoder.head.0.weight"], weights[1]["encoder.head.0.weight"])  # autocast ran
+    assert main(base + ["--set", "train.precision=fp16", "--set", f"train.out_dir={tmp_path / 'c'}"]) == 2
+    assert "train.precision must be one of fp32, bf16" in capsys.readouterr().err
